@@ -1,0 +1,4 @@
+package local
+
+// Classify exposes classify to the tests.
+var Classify = classify

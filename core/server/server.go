@@ -1,0 +1,126 @@
+// Package server ties the reference cluster, the job system, and the
+// backup and restore code into something that executes statements. It is
+// the embedding entry point: StartLocal runs a whole cluster in-process,
+// and Exec runs a BACKUP, RESTORE, SHOW or job-control statement on it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cairnbackup/cairn/core/backup"
+	"github.com/cairnbackup/cairn/core/cluster"
+	"github.com/cairnbackup/cairn/core/jobs"
+	"github.com/cairnbackup/cairn/core/restore"
+)
+
+// Config configures an in-process cluster.
+type Config struct {
+	Dir     string
+	Nodes   int
+	Logger  *slog.Logger
+	Regions []string
+	// RegionOf places ranges of new tables by key.
+	RegionOf  func(key []byte) (string, bool)
+	CacheSize int64
+	// AdoptInterval is how often idle nodes look for jobs to adopt.
+	AdoptInterval time.Duration
+	// CheckpointEvery is the default checkpoint interval of backups.
+	CheckpointEvery time.Duration
+	// TargetFileSize is the default size of exported files.
+	TargetFileSize int64
+	LivenessTTL    int
+}
+
+// NodeRuntime is one node with its job registry.
+type NodeRuntime struct {
+	Node     *cluster.Node
+	Env      *backup.Env
+	Registry *jobs.Registry
+}
+
+// Server is a running in-process cluster that executes statements.
+type Server struct {
+	Cluster *cluster.Local
+	Nodes   []*NodeRuntime
+	cfg     Config
+	cancel  context.CancelFunc
+}
+
+// StartLocal starts (or reopens, when cfg.Dir holds one) an in-process
+// cluster with job registries on every node.
+func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.AdoptInterval <= 0 {
+		cfg.AdoptInterval = time.Second
+	}
+	restore.Placer = cfg.RegionOf
+	envs := map[int32]*backup.Env{}
+	local, err := cluster.StartLocal(ctx, cluster.LocalConfig{
+		Dir: cfg.Dir, Nodes: cfg.Nodes, Regions: cfg.Regions, Logger: cfg.Logger,
+		CacheSize: cfg.CacheSize, RegionOf: cfg.RegionOf, LivenessTTL: cfg.LivenessTTL,
+		Services: func(s *grpc.Server, n *cluster.Node) {
+			env := backup.NewEnv(n)
+			envs[n.ID] = env
+			backup.RegisterProcessor(s, env)
+			restore.RegisterProcessor(s, env)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Server{Cluster: local, cfg: cfg, cancel: cancel}
+	for _, n := range local.Nodes {
+		env := envs[n.ID]
+		reg := jobs.NewRegistry(n.Meta.Client(), jobs.Options{
+			NodeID: n.ID, Session: n.Session, Prefix: cluster.Prefix,
+			AdoptInterval: cfg.AdoptInterval, Logger: n.Logger,
+		})
+		reg.Register(backup.JobType, backup.NewResumer(env))
+		reg.Register(restore.JobType, restore.NewResumer(env))
+		reg.Start(runCtx)
+		s.Nodes = append(s.Nodes, &NodeRuntime{Node: n, Env: env, Registry: reg})
+	}
+	return s, nil
+}
+
+// Gateway returns the node that executes statements (node 1 unless it is
+// gone).
+func (s *Server) Gateway() *NodeRuntime { return s.Nodes[0] }
+
+// Node returns the runtime of node id, or nil.
+func (s *Server) Node(id int32) *NodeRuntime {
+	for _, n := range s.Nodes {
+		if n.Node.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// Close stops the job registries (leaving jobs to be adopted when the
+// cluster starts again), the nodes and etcd.
+func (s *Server) Close() error {
+	for _, n := range s.Nodes {
+		n.Registry.Stop()
+	}
+	s.cancel()
+	return s.Cluster.Close()
+}
+
+// ErrNotSupported is returned for statements and options that later
+// releases implement.
+var ErrNotSupported = errors.New("not supported yet")
+
+func notSupported(what string) error {
+	return fmt.Errorf("%s is %w", what, ErrNotSupported)
+}
