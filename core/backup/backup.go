@@ -280,17 +280,20 @@ func planLeaseholders(ctx context.Context, env *Env, spec Spec) []int32 {
 
 // checkpointer aggregates processor progress and writes checkpoints.
 type checkpointer struct {
-	mu    sync.Mutex
-	store storage.Store
-	dir   string
-	spec  Spec
-	prog  Progress
-	job   *jobs.Job
-	done  map[int][]*manifestpb.File
-	files []*manifestpb.File
-	every time.Duration
-	last  time.Time
-	dirty bool
+	// writeMu orders whole checkpoint writes, so a newer checkpoint is never
+	// overtaken by an older snapshot.
+	writeMu sync.Mutex
+	mu      sync.Mutex
+	store   storage.Store
+	dir     string
+	spec    Spec
+	prog    Progress
+	job     *jobs.Job
+	done    map[int][]*manifestpb.File
+	files   []*manifestpb.File
+	every   time.Duration
+	last    time.Time
+	dirty   bool
 }
 
 func (c *checkpointer) add(ctx context.Context, p *processorpb.BackupProgress) error {
@@ -318,6 +321,8 @@ func (c *checkpointer) add(ctx context.Context, p *processorpb.BackupProgress) e
 // write stores a checkpoint and the job's fraction when there is news (or
 // always when force is set and anything changed).
 func (c *checkpointer) write(ctx context.Context, force bool) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	if !c.dirty {
 		c.mu.Unlock()

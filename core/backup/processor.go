@@ -26,6 +26,16 @@ type Env struct {
 	Node   *cluster.Node
 	Cloud  *cloud.Registry
 	Logger *slog.Logger
+	Knobs  Knobs
+}
+
+// Knobs let tests observe and hold up the processors at chosen points.
+type Knobs struct {
+	// BeforeExportSpan runs before a processor exports a span; an error
+	// fails the span.
+	BeforeExportSpan func(ctx context.Context, jobID int64, spanIndex int) error
+	// BeforeRestoreFile runs before a restore processor reads a file.
+	BeforeRestoreFile func(ctx context.Context, jobID int64, fileIndex int) error
 }
 
 // NewEnv builds the environment of node n, with the built-in local storage
@@ -81,6 +91,12 @@ func (p *processor) Run(spec *processorpb.BackupSpec, stream processorpb.BackupP
 		go func() {
 			defer wg.Done()
 			for ps := range work {
+				if k := env.Knobs.BeforeExportSpan; k != nil {
+					if err := k(ctx, spec.JobId, int(ps.Index)); err != nil {
+						cancel(err)
+						return
+					}
+				}
 				files, err := exportSpan(ctx, env, store, spec, ps)
 				if err != nil {
 					cancel(err)

@@ -403,6 +403,11 @@ func (p *processor) Run(spec *processorpb.RestoreSpec, stream processorpb.Restor
 			}
 			stores[f.Uri] = store
 		}
+		if k := p.env.Knobs.BeforeRestoreFile; k != nil {
+			if err := k(ctx, spec.JobId, int(f.Index)); err != nil {
+				return err
+			}
+		}
 		entries, logical, err := p.restoreFile(ctx, store, f, rewrites)
 		if err != nil {
 			return err

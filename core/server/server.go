@@ -36,6 +36,8 @@ type Config struct {
 	// TargetFileSize is the default size of exported files.
 	TargetFileSize int64
 	LivenessTTL    int
+	// Knobs are testing hooks given to every node's backup environment.
+	Knobs backup.Knobs
 }
 
 // NodeRuntime is one node with its job registry.
@@ -69,6 +71,7 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 		CacheSize: cfg.CacheSize, RegionOf: cfg.RegionOf, LivenessTTL: cfg.LivenessTTL,
 		Services: func(s *grpc.Server, n *cluster.Node) {
 			env := backup.NewEnv(n)
+			env.Knobs = cfg.Knobs
 			envs[n.ID] = env
 			backup.RegisterProcessor(s, env)
 			restore.RegisterProcessor(s, env)

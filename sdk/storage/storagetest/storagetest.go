@@ -20,6 +20,23 @@
 // with `go test -run 'TestConformance/RangedReads'`. Each subtest gets a
 // fresh store from Config.NewStore and closes it when it ends.
 //
+// Where the comments of package storage leave room, the kit pins down:
+//   - StartAfter applies to the names the listing reports, common prefixes
+//     included: with Delimiter "/" and StartAfter "a/b", the prefix "a/" is
+//     not reported (it sorts before "a/b"), even though "a/b/c" is after
+//     it. A backend whose server reports it anyway must filter it out.
+//   - A listing never reports a common prefix twice, nor one that holds no
+//     object.
+//   - A name that is only a prefix of other objects is not an object:
+//     Stat and Read give ErrNotFound, Delete is a no-op.
+//   - Read with a negative offset gives ErrInvalidArgument.
+//   - Names breaking the naming rules of package storage give
+//     ErrInvalidArgument from Stat, Read and Delete, and from Write, the
+//     first Writer.Write or Close; a listing prefix that no valid name can
+//     have lists nothing.
+//   - Every method fails when its context is already cancelled, and a
+//     Writer whose context is cancelled fails at Close at the latest.
+//
 // The kit imports only the standard library and sdk/storage, so a plugin
 // author can depend on it without pulling in cairn's core.
 package storagetest
