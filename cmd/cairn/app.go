@@ -67,7 +67,7 @@ Examples:
 
 func logger(c *cli.Context) *slog.Logger {
 	if c.Bool("verbose") {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
@@ -515,13 +515,8 @@ func fingerprintCommand() *cli.Command {
 			defer srv.Close()
 			ts := srv.Gateway().Node.Clock.Now()
 			if a := c.String("as-of"); a != "" {
-				st, err := sql.Parse("SHOW BACKUP FROM LATEST IN 'file:///x'") // validate nothing; parse timestamp below
-				_ = st
-				if err != nil {
-					return err
-				}
 				if ts, err = parseTS(a); err != nil {
-					return err
+					return fmt.Errorf("--as-of: %w", err)
 				}
 			}
 			fp, err := srv.Fingerprint(c.Context, c.String("database"), ts)

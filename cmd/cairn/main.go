@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,7 +16,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args)
+	err := run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		var exit cli.ExitCoder
@@ -27,8 +28,11 @@ func main() {
 	}
 }
 
-// run is the whole CLI, callable from tests.
-func run(ctx context.Context, args []string) error {
+// run is the whole CLI, callable from tests: results go to stdout,
+// progress and logs to stderr, and the error is for the caller to print.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	app := newApp()
+	app.Writer = stdout
+	app.ErrWriter = stderr
 	return app.RunContext(ctx, args)
 }

@@ -103,7 +103,10 @@ func (s *Store) export(ctx context.Context, opts ExportOptions, w io.Writer) (Ex
 	if err != nil {
 		return sum, err
 	}
-	defer iter.Close()
+	defer func() {
+		s.pointsRead.Add(int64(iter.Stats().InternalStats.PointCount))
+		_ = iter.Close() // only repeats an error Export already saw
+	}()
 
 	var sst *SSTWriter // created on the first entry, so an empty export writes nothing
 	defer func() {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/cairnbackup/cairn/core/hlc"
 	"github.com/cairnbackup/cairn/core/spans"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 func ts(wall int64, logical int32) hlc.Timestamp {
@@ -300,6 +302,18 @@ func TestKeyEncoding(t *testing.T) {
 		}
 	}
 
+	// Pebble's own comparer checks.
+	var prefixes, suffixes [][]byte
+	for _, k := range []string{"", "a", "a\x00", "ab", "\xff", "k\x00\xff"} {
+		prefixes = append(prefixes, EncodeKey([]byte(k), hlc.Timestamp{}))
+	}
+	for _, at := range []hlc.Timestamp{ts(1, 0), ts(1, 1), ts(2, 0), ts(1<<40, 3), hlc.MaxTimestamp} {
+		suffixes = append(suffixes, EncodeKey(nil, at)[1:])
+	}
+	if err := pebble.CheckComparer(Comparer, prefixes, suffixes); err != nil {
+		t.Fatal(err)
+	}
+
 	// Ordering: by user key bytewise, then unversioned first, then newest
 	// version first.
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -401,6 +415,7 @@ func TestGetScan(t *testing.T) {
 		{"a", ts(20, 0), "", false}, {"a", ts(30, 0), "", false}, {"a", ts(30, 1), "a30", true},
 		{"a", hlc.MaxTimestamp, "a30", true}, {"b", ts(100, 0), "b15", true}, {"b\x00", ts(5, 0), "", true},
 		{"c", ts(6, 0), "", false}, {"zz", ts(6, 0), "", false}, {"a", hlc.Timestamp{}, "", false},
+		{"a", ts(-5, 0), "", false},
 	} {
 		v, found, err := s.Get([]byte(c.key), c.at)
 		if err != nil || found != c.found || string(v) != c.want {
@@ -412,6 +427,12 @@ func TestGetScan(t *testing.T) {
 	all := spans.Span{Key: []byte("a"), EndKey: []byte("z")}
 	for _, at := range []hlc.Timestamp{ts(1, 0), ts(10, 0), ts(20, 0), ts(25, 0), ts(30, 1), hlc.MaxTimestamp} {
 		diffEntries(t, fmt.Sprintf("scan at %s", at), scanAll(t, s, all, at), m.read(all, at), false)
+	}
+	if got := scanAll(t, s, all, hlc.Timestamp{}); len(got) != 0 {
+		t.Fatalf("scan at zero time: %v", got)
+	}
+	if err := s.Scan(context.Background(), all, ts(-1, 0), func(k, v []byte) error { return nil }); err == nil {
+		t.Fatal("scan at a negative time accepted")
 	}
 	one := spans.Span{Key: []byte("b")}
 	diffEntries(t, "single-key scan", scanAll(t, s, one, ts(100, 0)), m.read(one, ts(100, 0)), false)
@@ -532,7 +553,11 @@ func TestExportTargetSize(t *testing.T) {
 // files nor its blocks, and still returns the right entries.
 func TestExportSkipsBlocks(t *testing.T) {
 	t.Parallel()
-	s := openStore(t)
+	s, err := Open(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), disableCompactions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	m := model{}
 	val := bytes.Repeat([]byte("v"), 200)
 	write := func(lo, hi int64, keyMod int) {
@@ -573,20 +598,28 @@ func TestExportSkipsBlocks(t *testing.T) {
 	}
 
 	span := spans.Span{Key: []byte("r"), EndKey: []byte("s")}
+	// Baseline: a time range covering everything reads every entry.
+	p0 := s.pointsRead.Load()
+	exportToBytes(t, s, ExportOptions{Span: span, EndTS: ts(7000, 0), AllRevisions: true})
+	total := s.pointsRead.Load() - p0
+	if total < 3*1800 {
+		t.Fatalf("a full export read only %d entries", total)
+	}
 	for _, o := range []ExportOptions{
 		{Span: span, StartTS: ts(4999, 0), EndTS: ts(7000, 0), AllRevisions: true},
 		{Span: span, StartTS: ts(4999, 0), EndTS: ts(7000, 0)},
 		{Span: span, StartTS: ts(1200, 0), EndTS: ts(1300, 0), AllRevisions: true},
 	} {
-		before := s.filterRejected.Load()
+		before, p0 := s.filterRejected.Load(), s.pointsRead.Load()
 		data, sum := exportToBytes(t, s, o)
-		rejected := s.filterRejected.Load() - before
+		rejected, read := s.filterRejected.Load()-before, s.pointsRead.Load()-p0
 		got := readSST(t, data)
 		diffEntries(t, fmt.Sprintf("export %+v", o), got, m.export(o), true)
 		checkSummary(t, sum, got)
+		t.Logf("export %s..%s: %d blocks/files rejected, read %d of %d entries", o.StartTS, o.EndTS, rejected, read, total)
 		// 3 files of the other range, plus blocks of the mixed file.
-		if rejected < 4 {
-			t.Fatalf("export %+v: the time filter rejected only %d blocks/files", o, rejected)
+		if rejected < 4 || read > total*2/3 {
+			t.Fatalf("export %+v: the time filter rejected only %d blocks/files; read %d of %d entries", o, rejected, read, total)
 		}
 	}
 	// A time range that matches nothing skips everything.
@@ -615,11 +648,16 @@ func TestRestoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var paths []string
+	var paths, rawPaths []string
 	{
 		cur := ExportOptions{Span: span, EndTS: end, AllRevisions: true, TargetSize: 8 << 10}
 		for n := 0; ; n++ {
 			data, sum := exportToBytes(t, src, cur)
+			rawPath := filepath.Join(t.TempDir(), fmt.Sprintf("raw%d.sst", n))
+			if err := os.WriteFile(rawPath, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rawPaths = append(rawPaths, rawPath)
 			path := filepath.Join(t.TempDir(), fmt.Sprintf("f%d.sst", n))
 			f, err := os.Create(path)
 			if err != nil {
@@ -657,6 +695,14 @@ func TestRestoreRoundTrip(t *testing.T) {
 	}
 	if _, err := os.Stat(paths[0]); !os.IsNotExist(err) {
 		t.Fatalf("ingested file still at its path: %v", err)
+	}
+	// Exported files are ingestible as they are.
+	raw := openStore(t)
+	if err := raw.Ingest(context.Background(), rawPaths); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []hlc.Timestamp{ts(20, 0), end} {
+		diffEntries(t, fmt.Sprintf("raw ingest scan at %s", at), scanAll(t, raw, span, at), m.read(span, at), false)
 	}
 	newSpan := spans.Span{Key: []byte("NEW/"), EndKey: []byte("NEW0")}
 	for _, at := range []hlc.Timestamp{ts(10, 0), ts(30, 2), end, hlc.MaxTimestamp} {
@@ -706,6 +752,9 @@ func TestSSTWriterContract(t *testing.T) {
 	}
 	if err := w.Add([]byte("a"), ts(1, 0), EncodeValue(nil)); err == nil {
 		t.Fatal("a smaller key was accepted")
+	}
+	if err := w.Add([]byte("c"), hlc.Timestamp{}, nil); err == nil {
+		t.Fatal("an unversioned key was accepted")
 	}
 	if err := w.Add([]byte("c"), ts(1, 0), []byte{9}); err == nil {
 		t.Fatal("a bad value was accepted")
@@ -811,6 +860,18 @@ func TestIterateSSTCorrupt(t *testing.T) {
 	// Garbage and a table of another comparer.
 	if _, err := try(bytes.Repeat([]byte{0xab}, 4096)); err == nil {
 		t.Fatal("garbage accepted")
+	}
+	// A table written with another comparer.
+	var foreign bytes.Buffer
+	fw := sstable.NewWriter(&writable{w: &foreign}, sstable.WriterOptions{TableFormat: sstable.TableFormatPebblev4})
+	if err := fw.Set([]byte("a"), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := try(foreign.Bytes()); !errors.Is(err, ErrCorruptSST) {
+		t.Fatalf("foreign table: %v", err)
 	}
 	// fn's error comes back as is.
 	stop := errors.New("stop")

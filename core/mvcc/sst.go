@@ -64,15 +64,16 @@ func NewSSTWriter(w io.Writer) *SSTWriter {
 	return &SSTWriter{out: out, w: sstable.NewWriter(out, wo)}
 }
 
-// Add appends one entry: userKey's version at ts with its stored value
-// (EncodeValue's output, or empty for a tombstone). Entries must arrive in
+// Add appends one entry: userKey's version at ts (non-zero, non-negative
+// wall time) with its stored value (EncodeValue's output, or empty for a
+// tombstone). Entries must arrive in
 // strictly increasing engine order: by user key, then newest version first.
 func (w *SSTWriter) Add(userKey []byte, ts hlc.Timestamp, rawValue []byte) error {
 	if w.done {
 		return errors.New("adding to sstable: writer is closed")
 	}
-	if ts.WallTime < 0 {
-		return fmt.Errorf("adding key %q to sstable: negative wall time in %s", userKey, ts)
+	if ts.IsEmpty() || ts.WallTime < 0 {
+		return fmt.Errorf("adding key %q to sstable: invalid timestamp %s", userKey, ts)
 	}
 	if _, _, err := DecodeValue(rawValue); err != nil {
 		return fmt.Errorf("adding key %q to sstable: %w", userKey, err)
@@ -158,11 +159,12 @@ var errCorrupt = errors.New("corrupt sstable")
 
 // IterateSST reads the sstable of size bytes in r and calls fn for each
 // entry in engine order. It validates the file as it goes: every block's
-// checksum, the comparer, the key encoding, the value encoding, the key
-// order, and the absence of anything but point sets. A damaged or foreign
-// file returns an error wrapping ErrCorruptSST, never a panic. An error
-// from fn stops the iteration and is returned as is. fn must not retain
-// its arguments.
+// checksum, the comparer, the key and value encodings, the key order, and
+// that it holds nothing but versioned point entries. A damaged or foreign
+// file returns an error wrapping ErrCorruptSST, never a panic; fn may have
+// been called for entries before the damage. An error from fn stops the
+// iteration and is returned as is. fn must not retain its arguments.
+// Memory is bounded by a block and the table's index.
 func IterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func(userKey []byte, ts hlc.Timestamp, rawValue []byte) error) (err error) {
 	inFn := false
 	defer func() {
@@ -222,6 +224,9 @@ func iterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func([]byte, 
 		uk, ts, err := DecodeKey(key)
 		if err != nil {
 			return fmt.Errorf("reading sstable: %w: %w", errCorrupt, err)
+		}
+		if ts.IsEmpty() {
+			return fmt.Errorf("reading sstable: %w: unversioned key %q", errCorrupt, uk)
 		}
 		if prev != nil && compareKeys(prev, key) >= 0 {
 			return fmt.Errorf("reading sstable: %w: key %s not after %s", errCorrupt, keyFormatter(key), keyFormatter(prev))

@@ -28,6 +28,10 @@ type Options struct {
 	MemTableSize uint64
 	// Logger receives Pebble's log lines; default slog.Default().
 	Logger *slog.Logger
+
+	// disableCompactions keeps flushed sstables as they are, so that tests
+	// can reason about file layout.
+	disableCompactions bool
 }
 
 const (
@@ -44,6 +48,9 @@ type Store struct {
 	// filterRejected counts the blocks and tables that Export's time filter
 	// skipped, over the store's lifetime.
 	filterRejected atomic.Int64
+	// pointsRead counts the point entries Export's iterators read from
+	// sstables (Pebble's iterator stats), over the store's lifetime.
+	pointsRead atomic.Int64
 }
 
 // basePebbleOptions returns the options every store and every sstable
@@ -81,6 +88,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := basePebbleOptions()
 	po.MemTableSize = opts.MemTableSize
 	po.Logger = pebbleLogger{opts.Logger}
+	po.DisableAutomaticCompactions = opts.disableCompactions
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref() // the DB holds its own reference
 	po.Cache = cache
@@ -140,8 +148,8 @@ func (s *Store) Apply(ops []Op, sync bool) error {
 // found is false when there is none or it is a tombstone. The value is a
 // copy the caller owns.
 func (s *Store) Get(key []byte, ts hlc.Timestamp) (value []byte, found bool, err error) {
-	if ts.IsEmpty() {
-		return nil, false, nil
+	if ts.IsEmpty() || ts.WallTime < 0 {
+		return nil, false, nil // no version is at or below such a time
 	}
 	iter, err := s.db.NewIter(nil)
 	if err != nil {
@@ -187,11 +195,17 @@ const ctxCheckEvery = 256
 
 // Scan calls fn for each user key in span whose newest version at or below
 // ts is not a tombstone, in key order, with that version's value. fn must
-// not retain key or value. An error from fn stops the scan and is returned
+// not retain key or value. The scan reads one consistent snapshot. An error from fn stops the scan and is returned
 // as is; a cancelled ctx stops it with ctx's error.
 func (s *Store) Scan(ctx context.Context, span spans.Span, ts hlc.Timestamp, fn func(key, value []byte) error) error {
 	if !span.Valid() {
 		return fmt.Errorf("scanning span %s: invalid span", span)
+	}
+	if ts.WallTime < 0 {
+		return fmt.Errorf("scanning span %s: invalid timestamp %s", span, ts)
+	}
+	if ts.IsEmpty() {
+		return nil // every version is above the zero time
 	}
 	lower, upper := spanBounds(span)
 	iter, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
