@@ -61,6 +61,7 @@ Examples:
 			workloadCommand(),
 			fingerprintCommand(),
 			userCommand(),
+			benchCommand(),
 		},
 	}
 }

@@ -16,7 +16,7 @@ type ExportOptions struct {
 	// Span is the user-key span to export. An empty EndKey means just Key.
 	Span spans.Span
 	// StartTS is the exclusive lower bound of the time range; zero means
-	// from the beginning.
+	// from the beginning. StartTS == EndTS selects nothing.
 	StartTS hlc.Timestamp
 	// EndTS is the inclusive upper bound of the time range; required.
 	EndTS hlc.Timestamp
@@ -59,8 +59,9 @@ type ExportSummary struct {
 // copy to a file) into any store.
 //
 // Export streams: memory is bounded by a block and the table's index, not
-// by the file's size. It reads a consistent snapshot of the store and
-// skips data blocks and whole sstables whose versions all lie outside
+// by the file's size. Each call reads its own consistent snapshot of the
+// store (a resumed export sees writes made between calls; the cluster's
+// closed timestamp keeps those above EndTS). It skips data blocks and whole sstables whose versions all lie outside
 // (StartTS, EndTS], using the time-interval block property.
 //
 // When the selection is empty, Export writes nothing to w and returns a
@@ -86,8 +87,10 @@ func (s *Store) export(ctx context.Context, opts ExportOptions, w io.Writer) (Ex
 		return sum, fmt.Errorf("invalid span")
 	case opts.EndTS.IsEmpty() || opts.EndTS.WallTime < 0:
 		return sum, fmt.Errorf("invalid end time %s", opts.EndTS)
-	case opts.StartTS.WallTime < 0 || !opts.StartTS.Less(opts.EndTS):
-		return sum, fmt.Errorf("start time %s not before end time %s", opts.StartTS, opts.EndTS)
+	case opts.StartTS.WallTime < 0 || opts.EndTS.Less(opts.StartTS):
+		return sum, fmt.Errorf("start time %s after end time %s", opts.StartTS, opts.EndTS)
+	case opts.StartTS == opts.EndTS:
+		return sum, nil // (t, t] is empty
 	}
 	if err := ctx.Err(); err != nil {
 		return sum, err

@@ -873,11 +873,35 @@ func TestIterateSSTCorrupt(t *testing.T) {
 	if _, err := try(foreign.Bytes()); !errors.Is(err, ErrCorruptSST) {
 		t.Fatalf("foreign table: %v", err)
 	}
+	// A failing reader is an I/O error, not corruption.
+	for _, after := range []int{0, 2, 4} {
+		r := &failingReaderAt{r: bytes.NewReader(data), after: after}
+		err := IterateSST(context.Background(), r, int64(len(data)), func([]byte, hlc.Timestamp, []byte) error { return nil })
+		if !errors.Is(err, errNetwork) || errors.Is(err, ErrCorruptSST) {
+			t.Fatalf("reader failing after %d reads: %v", after, err)
+		}
+	}
 	// fn's error comes back as is.
 	stop := errors.New("stop")
 	if err := IterateSST(context.Background(), bytes.NewReader(data), int64(len(data)), func([]byte, hlc.Timestamp, []byte) error { return stop }); err != stop {
 		t.Fatalf("fn error came back as %v", err)
 	}
+}
+
+var errNetwork = errors.New("connection reset")
+
+// failingReaderAt fails every read after the first few.
+type failingReaderAt struct {
+	r     io.ReaderAt
+	after int
+}
+
+func (f *failingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if f.after == 0 {
+		return 0, errNetwork
+	}
+	f.after--
+	return f.r.ReadAt(p, off)
 }
 
 // cancelWriter cancels a context on its first write.
@@ -947,12 +971,19 @@ func TestExportValidation(t *testing.T) {
 	span := spans.Span{Key: []byte("a"), EndKey: []byte("b")}
 	for _, o := range []ExportOptions{
 		{Span: span},
-		{Span: span, StartTS: ts(5, 0), EndTS: ts(5, 0)},
+		{Span: span, StartTS: ts(5, 1), EndTS: ts(5, 0)},
 		{Span: spans.Span{Key: []byte("b"), EndKey: []byte("a")}, EndTS: ts(1, 0)},
 	} {
 		if _, err := s.Export(context.Background(), o, io.Discard); err == nil {
 			t.Errorf("export %+v accepted", o)
 		}
+	}
+	if err := s.Apply([]Op{{Key: []byte("a1"), TS: ts(5, 0), Value: []byte("x")}}, false); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if sum, err := s.Export(context.Background(), ExportOptions{Span: span, StartTS: ts(5, 0), EndTS: ts(5, 0)}, &buf); err != nil || sum.Entries != 0 || buf.Len() != 0 {
+		t.Fatalf("empty time range: %+v, %v, %d bytes", sum, err, buf.Len())
 	}
 }
 

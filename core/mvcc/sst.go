@@ -124,6 +124,9 @@ type readable struct {
 	r    io.ReaderAt
 	size int64
 	rh   objstorage.NoopReadHandle
+	// ioErr is the first error from r other than a short read: a failure to
+	// read, as opposed to a damaged file.
+	ioErr atomic.Pointer[error]
 }
 
 var _ objstorage.Readable = (*readable)(nil)
@@ -142,10 +145,20 @@ func (r *readable) ReadAt(_ context.Context, p []byte, off int64) error {
 	if n == len(p) {
 		return nil
 	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
+	if err == nil || err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("reading %d bytes at offset %d: %w", len(p), off, io.ErrUnexpectedEOF)
 	}
+	r.ioErr.CompareAndSwap(nil, &err)
 	return err
+}
+
+// classify wraps an error from Pebble's reader: an I/O error from r as
+// itself (the caller may retry), anything else as corruption.
+func (r *readable) classify(what string, err error) error {
+	if p := r.ioErr.Load(); p != nil {
+		return fmt.Errorf("%s: %w", what, *p)
+	}
+	return fmt.Errorf("%s: %w: %w", what, errCorrupt, err)
 }
 
 func (r *readable) Close() error { return nil }
@@ -162,7 +175,9 @@ var errCorrupt = errors.New("corrupt sstable")
 // checksum, the comparer, the key and value encodings, the key order, and
 // that it holds nothing but versioned point entries. A damaged or foreign
 // file returns an error wrapping ErrCorruptSST, never a panic; fn may have
-// been called for entries before the damage. An error from fn stops the
+// been called for entries before the damage. An error from r other than a
+// short read is returned wrapped, without ErrCorruptSST, so that callers
+// can retry it. An error from fn stops the
 // iteration and is returned as is. fn must not retain its arguments.
 // Memory is bounded by a block and the table's index.
 func IterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func(userKey []byte, ts hlc.Timestamp, rawValue []byte) error) (err error) {
@@ -191,12 +206,12 @@ func iterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func([]byte, 
 	rd := newReadable(r, size)
 	reader, err := sstable.NewReader(ctx, rd, ro)
 	if err != nil {
-		return fmt.Errorf("opening sstable: %w: %w", errCorrupt, err)
+		return rd.classify("opening sstable", err)
 	}
 	defer reader.Close()
 	props, err := reader.ReadPropertiesBlock(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("reading sstable properties: %w: %w", errCorrupt, err)
+		return rd.classify("reading sstable properties", err)
 	}
 	if name := props.ComparerName; name != Comparer.Name {
 		return fmt.Errorf("opening sstable: %w: comparer %q, want %q", errCorrupt, name, Comparer.Name)
@@ -206,7 +221,7 @@ func iterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func([]byte, 
 	}
 	iter, err := reader.NewIter(sstable.NoTransforms, nil, nil, sstable.AssertNoBlobHandles)
 	if err != nil {
-		return fmt.Errorf("reading sstable: %w: %w", errCorrupt, err)
+		return rd.classify("reading sstable", err)
 	}
 	defer iter.Close()
 	var prev, buf []byte
@@ -233,7 +248,7 @@ func iterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func([]byte, 
 		}
 		v, _, err := kv.Value(buf)
 		if err != nil {
-			return fmt.Errorf("reading sstable at key %s: %w: %w", keyFormatter(key), errCorrupt, err)
+			return rd.classify(fmt.Sprintf("reading sstable at key %s", keyFormatter(key)), err)
 		}
 		if _, _, err := DecodeValue(v); err != nil {
 			return fmt.Errorf("reading sstable at key %s: %w: %w", keyFormatter(key), errCorrupt, err)
@@ -244,7 +259,7 @@ func iterateSST(ctx context.Context, r io.ReaderAt, size int64, fn func([]byte, 
 		}
 	}
 	if err := iter.Error(); err != nil {
-		return fmt.Errorf("reading sstable: %w: %w", errCorrupt, err)
+		return rd.classify("reading sstable", err)
 	}
 	return nil
 }

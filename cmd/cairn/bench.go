@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cairnbackup/cairn/core/server"
+	"github.com/cairnbackup/cairn/core/workload/movr"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure full backup and restore throughput against a plain copy of the same stores",
+		Description: `Loads movr into an in-process cluster, then measures, in one run:
+  cp -r   copying every node's Pebble directory (the raw rate of the disk),
+  BACKUP  a full backup of movr to nodelocal://1/bench,
+  RESTORE restoring it as a new database,
+and prints logical MB/s (key+value bytes of the rows, counted once) with the
+ratio of each to cp -r. Note the stores hold every row three times (replicas),
+so cp -r moves about three times the logical bytes.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "bytes", Value: "200MB", Usage: "approximate size of movr"},
+			&cli.IntFlag{Name: "rows", Usage: "load this many rows instead of --bytes"},
+			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "dataset seed"},
+			&cli.StringFlag{Name: "dir", Usage: "work directory (default: a temporary one, removed afterwards)"},
+			nodesFlag, verboseFlag,
+		},
+		Action: runBench,
+	}
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func runBench(c *cli.Context) error {
+	ctx := c.Context
+	out := c.App.Writer
+	cfg, err := movrConfig(c)
+	if err != nil {
+		return err
+	}
+	dir := c.String("dir")
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "cairn-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	clusterDir := filepath.Join(dir, "cluster")
+	open := func() (*server.Server, error) {
+		return server.StartLocal(ctx, server.Config{
+			Dir: clusterDir, Nodes: c.Int("nodes"), Logger: logger(c), RegionOf: movr.RegionOfKey,
+			AdoptInterval: 200 * time.Millisecond,
+		})
+	}
+	srv, err := open()
+	if err != nil {
+		return err
+	}
+	ids, err := srv.CreateMovr(ctx, "movr")
+	if err != nil {
+		return err
+	}
+	stats, err := loadMovr(ctx, srv, ids, cfg)
+	if err != nil {
+		return err
+	}
+	logical := float64(stats.Bytes)
+	fmt.Fprintf(c.App.ErrWriter, "loaded %d rows, %s logical\n", stats.Rows, humanBytes(stats.Bytes))
+
+	type row struct {
+		what    string
+		secs    float64
+		onDisk  int64
+		comment string
+	}
+	var rows []row
+
+	// cp -r of every node's store directory, with the cluster stopped so
+	// the files hold still.
+	nodes := len(srv.Nodes)
+	srv.Close()
+	var stores []string
+	var storeBytes int64
+	for id := 1; id <= nodes; id++ {
+		d := filepath.Join(clusterDir, fmt.Sprintf("n%d", id), "store")
+		stores = append(stores, d)
+		storeBytes += dirSize(d)
+	}
+	copyDir := filepath.Join(dir, "cp")
+	if err := os.MkdirAll(copyDir, 0o755); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for i, d := range stores {
+		cmd := exec.CommandContext(ctx, "cp", "-r", d, filepath.Join(copyDir, fmt.Sprintf("n%d", i+1)))
+		cmd.Stderr = c.App.ErrWriter
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("copying %s: %w", d, err)
+		}
+	}
+	if err := exec.CommandContext(ctx, "sync").Run(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	rows = append(rows, row{"cp -r of the stores (+sync)", time.Since(t0).Seconds(), storeBytes, fmt.Sprintf("%d stores, every row x3 replicas", len(stores))})
+	os.RemoveAll(copyDir)
+
+	if srv, err = open(); err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	run := func(what, stmt string) error {
+		t := time.Now()
+		res, err := srv.Exec(ctx, stmt, server.ExecOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		_ = res
+		rows = append(rows, row{what: what, secs: time.Since(t).Seconds()})
+		return nil
+	}
+	if err := run("BACKUP (full, nodelocal)", "BACKUP DATABASE movr INTO 'nodelocal://1/bench'"); err != nil {
+		return err
+	}
+	rows[len(rows)-1].onDisk = dirSize(filepath.Join(clusterDir, "n1", "extern", "bench"))
+	rows[len(rows)-1].comment = "sstables written once"
+	if err := run("RESTORE (new_db_name)", "RESTORE DATABASE movr FROM LATEST IN 'nodelocal://1/bench' WITH new_db_name = 'movr_bench'"); err != nil {
+		return err
+	}
+	rows[len(rows)-1].comment = "ingested into 3 replicas"
+
+	fmt.Fprintf(out, "cairn bench: %d nodes, movr %s logical (%d rows)\n\n", len(srv.Nodes), humanBytes(stats.Bytes), stats.Rows)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "operation\tseconds\tlogical MB/s\ton-disk MB\tvs cp -r\t")
+	base := logical / rows[0].secs
+	for _, r := range rows {
+		rate := logical / r.secs
+		disk := "-"
+		if r.onDisk > 0 {
+			disk = fmt.Sprintf("%.1f", float64(r.onDisk)/1e6)
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%s\t%.2fx\t\n", r.what, r.secs, rate/1e6, disk, rate/base)
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	for _, r := range rows {
+		fmt.Fprintf(out, "  %s: %s\n", r.what, r.comment)
+	}
+	return nil
+}
+
+var _ io.Writer
