@@ -51,6 +51,9 @@ Examples:
   cairn sql -e "RESTORE DATABASE movr FROM LATEST IN 'nodelocal://1/backups' WITH new_db_name = 'movr2'"
   cairn jobs list`,
 		HideHelpCommand: true,
+		// Statements hold commas (DATABASE a, b; WITH x, y): -e must take
+		// each value whole.
+		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
 			demoCommand(),
 			sqlCommand(),
@@ -307,7 +310,7 @@ func backupsCommand() *cli.Command {
 		Flags:     []cli.Flag{dataDirFlag, nodesFlag, formatFlag, verboseFlag, userFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("backups takes exactly one collection URI, got %d arguments", c.NArg())
+				return fmt.Errorf("%s takes exactly one collection URI, got %d arguments", commandName(c), c.NArg())
 			}
 			return runStatement(c, "SHOW BACKUPS IN "+quote(c.Args().First()))
 		},
@@ -322,7 +325,7 @@ func backupsCommand() *cli.Command {
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
-					return fmt.Errorf("backups show takes exactly one collection URI, got %d arguments", c.NArg())
+					return fmt.Errorf("%s takes exactly one collection URI, got %d arguments", commandName(c), c.NArg())
 				}
 				from := "LATEST"
 				if s := c.String("subdir"); s != "" {
@@ -340,7 +343,7 @@ func backupsCommand() *cli.Command {
 
 func jobIDArg(c *cli.Context) (string, error) {
 	if c.NArg() != 1 {
-		return "", fmt.Errorf("%s takes exactly one job id", c.Command.Name)
+		return "", fmt.Errorf("%s takes exactly one job id, got %d arguments", commandName(c), c.NArg())
 	}
 	id := c.Args().First()
 	if n, err := strconv.ParseInt(id, 10, 64); err != nil || n <= 0 {
@@ -426,7 +429,7 @@ func workloadCommand() *cli.Command {
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 || c.Args().First() != "movr" {
-					return fmt.Errorf("workload init: the only workload is movr")
+					return fmt.Errorf("%s: unknown workload %q: the only workload is movr", commandName(c), strings.Join(c.Args().Slice(), " "))
 				}
 				cfg, err := movrConfig(c)
 				if err != nil {
@@ -524,10 +527,18 @@ func fingerprintCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "%s at %s: %s\n", c.String("database"), ts, fp)
+			// The whole sum, so that two runs can be compared.
+			fmt.Fprintf(c.App.Writer, "%s at %s: %s rows=%d\n", c.String("database"), ts, fp.Hex(), fp.Rows)
 			return nil
 		},
 	}
+}
+
+func privList(privs []string) string {
+	if len(privs) == 0 {
+		return "none"
+	}
+	return strings.Join(privs, ", ")
 }
 
 func userCommand() *cli.Command {
@@ -556,7 +567,11 @@ func userCommand() *cli.Command {
 					return err
 				}
 				defer srv.Close()
-				return srv.Gateway().Node.Meta.PutUser(c.Context, userRecord(c.Args().First(), privs))
+				if err := srv.Gateway().Node.Meta.PutUser(c.Context, userRecord(c.Args().First(), privs)); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "user %s: privileges %s\n", c.Args().First(), privList(privs))
+				return nil
 			},
 		}},
 	}

@@ -19,13 +19,21 @@ func main() {
 	err := run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		var exit cli.ExitCoder
-		if errors.As(err, &exit) && exit.Error() == "" {
-			os.Exit(exit.ExitCode())
-		}
-		fmt.Fprintln(os.Stderr, "cairn: "+err.Error())
-		os.Exit(1)
+		os.Exit(reportError(os.Stderr, err))
 	}
+}
+
+// reportError prints err as main does and returns the exit code.
+func reportError(w io.Writer, err error) int {
+	code := 1
+	var exit cli.ExitCoder
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(w, "cairn: "+msg)
+	}
+	return code
 }
 
 // run is the whole CLI, callable from tests: results go to stdout,
@@ -34,5 +42,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	app := newApp()
 	app.Writer = stdout
 	app.ErrWriter = stderr
-	return app.RunContext(ctx, args)
+	harden(app)
+	return app.RunContext(ctx, permuteArgs(app, args))
 }

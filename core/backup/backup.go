@@ -141,6 +141,11 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 		}
 		log.Info("backup resolved", "subdir", prog.Subdir, "spans", prog.TotalSpans)
 	} else {
+		// A previous run may have written the manifest and stopped before
+		// LATEST: finish from there.
+		if m, err := manifest.ReadManifest(ctx, store, prog.Subdir); err == nil && m.BackupId == prog.BackupID {
+			return r.publish(ctx, job, store, prog, m)
+		}
 		if err := collection.AcquireLock(ctx, store, prog.Subdir, job.ID()); err != nil {
 			return classify(fmt.Errorf("re-acquiring the backup lock: %w", err))
 		}
@@ -465,9 +470,20 @@ func (r *Resumer) finish(ctx context.Context, job *jobs.Job, spec Spec, prog Pro
 		m.EntryCounts.Entries += f.Entries
 		m.EntryCounts.LogicalBytes += f.LogicalBytes
 	}
-	res = Result{Subdir: prog.Subdir, Rows: m.EntryCounts.Entries, Bytes: m.EntryCounts.LogicalBytes, Files: len(files)}
+	_ = res
 	if err := manifest.WriteManifest(ctx, store, prog.Subdir, m); err != nil {
 		return classify(fmt.Errorf("writing manifest: %w", err))
+	}
+	return r.publish(ctx, job, store, prog, m)
+}
+
+// publish points LATEST at the finished layer, releases the lock and
+// records the result. It is idempotent, for a job resumed after its
+// manifest was written.
+func (r *Resumer) publish(ctx context.Context, job *jobs.Job, store storage.Store, prog Progress, m *manifestpb.BackupManifest) error {
+	res := Result{Subdir: prog.Subdir, Files: len(m.Files)}
+	if m.EntryCounts != nil {
+		res.Rows, res.Bytes = m.EntryCounts.Entries, m.EntryCounts.LogicalBytes
 	}
 	if err := collection.WriteLatest(ctx, store, prog.Subdir, time.Now()); err != nil {
 		return classify(fmt.Errorf("writing LATEST: %w", err))

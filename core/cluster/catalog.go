@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -119,6 +121,9 @@ func (m *Meta) CreateTables(ctx context.Context, db DatabaseDesc, tables []Table
 	if len(tables) == 0 {
 		return nil, nil
 	}
+	if len(p.Nodes) == 0 {
+		return nil, fmt.Errorf("creating tables in %q: placing ranges: no candidate nodes", db.Name)
+	}
 	first, err := m.nextID(ctx, descIDKey, int64(len(tables)), 100)
 	if err != nil {
 		return nil, fmt.Errorf("creating tables in %q: %w", db.Name, err)
@@ -133,9 +138,15 @@ func (m *Meta) CreateTables(ctx context.Context, db DatabaseDesc, tables []Table
 		out[i] = t
 		var ranges []RangeDesc
 		span := keys.TableSpan(t.ID)
-		bounds := [][]byte{span.Key}
+		// Split keys in any order, duplicates and keys outside the span
+		// aside, each start a range; the check below needs them sorted.
+		splits := make([][]byte, 0, len(t.SplitKeys))
 		for _, sk := range t.SplitKeys {
-			k := append(keys.TablePrefix(t.ID), sk...)
+			splits = append(splits, append(keys.TablePrefix(t.ID), sk...))
+		}
+		slices.SortFunc(splits, bytes.Compare)
+		bounds := [][]byte{span.Key}
+		for _, k := range splits {
 			if string(k) > string(bounds[len(bounds)-1]) && string(k) < string(span.EndKey) {
 				bounds = append(bounds, k)
 			}

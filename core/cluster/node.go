@@ -10,6 +10,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -365,6 +366,7 @@ func (n *Node) ExportFrom(ctx context.Context, from int32, opts mvcc.ExportOptio
 	if err != nil {
 		return mvcc.ExportSummary{}, err
 	}
+	var written int64
 	for {
 		c, err := stream.Recv()
 		if err != nil {
@@ -377,9 +379,12 @@ func (n *Node) ExportFrom(ctx context.Context, from int32, opts mvcc.ExportOptio
 			if _, err := w.Write(c.Data); err != nil {
 				return mvcc.ExportSummary{}, err
 			}
+			written += int64(len(c.Data))
 		}
 		if s := c.Summary; s != nil {
-			return mvcc.ExportSummary{Entries: s.Entries, LogicalBytes: s.LogicalBytes, ResumeKey: s.ResumeKey}, nil
+			// The wire summary carries no key or time bounds (FirstKey,
+			// LastKey, MinTS, MaxTS stay zero); FileBytes is what arrived.
+			return mvcc.ExportSummary{Entries: s.Entries, LogicalBytes: s.LogicalBytes, ResumeKey: s.ResumeKey, FileBytes: written}, nil
 		}
 	}
 }
@@ -394,6 +399,11 @@ func (n *Node) IngestTo(ctx context.Context, to int32, rangeID int64, r io.Reade
 	if err != nil {
 		return err
 	}
+	// Cancelling the stream, not ending it, is how a failed source aborts
+	// the ingest: an ended stream would have the replica ingest a
+	// truncated file.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := cl.Ingest(ctx)
 	if err != nil {
 		return err
@@ -414,8 +424,8 @@ func (n *Node) IngestTo(ctx context.Context, to int32, rangeID int64, r io.Reade
 			break
 		}
 		if rerr != nil {
-			stream.CloseSend()
-			return rerr
+			cancel()
+			return fmt.Errorf("ingesting on node %d: reading sstable: %w", to, rerr)
 		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
@@ -454,6 +464,9 @@ func (n *Node) ClearSpanOn(ctx context.Context, nodes []int32, span spans.Span) 
 	}
 	return nil
 }
+
+// errIngestDone closes an ingest's pipe once staging has read all it will.
+var errIngestDone = errors.New("ingest staging finished")
 
 // nodeServer answers the clusterpb.Node service.
 type nodeServer struct {
@@ -636,7 +649,14 @@ func (s *nodeServer) Export(req *clusterpb.ExportRequest, stream clusterpb.Node_
 func (s *nodeServer) Ingest(stream clusterpb.Node_IngestServer) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- s.n.ingestLocal(stream.Context(), pr) }()
+	go func() {
+		err := s.n.ingestLocal(stream.Context(), pr)
+		// Staging may stop reading early (no scratch space, a failed
+		// copy): close the pipe so the receive loop's Write returns
+		// instead of blocking forever.
+		pr.CloseWithError(cmp.Or(err, errIngestDone))
+		done <- err
+	}()
 	var total int64
 	for {
 		c, err := stream.Recv()
@@ -650,7 +670,9 @@ func (s *nodeServer) Ingest(stream clusterpb.Node_IngestServer) error {
 		}
 		if len(c.Data) > 0 {
 			if _, err := pw.Write(c.Data); err != nil {
-				<-done
+				if ierr := <-done; ierr != nil {
+					return ierr
+				}
 				return err
 			}
 			total += int64(len(c.Data))

@@ -220,18 +220,79 @@ func TestLockRefusesBadInput(t *testing.T) {
 	}
 }
 
-// TestLockInterleaved runs the worst interleaving deterministically: both
-// jobs write their locks before either lists. Both must be refused.
-func TestLockInterleaved(t *testing.T) {
+// TestLockLaterListerWins: job 1 writes its lock, then job 2 runs
+// completely (sees job 1, is refused, removes its lock); job 1 then lists
+// and wins.
+func TestLockLaterListerWins(t *testing.T) {
 	ctx := context.Background()
 	s := newFakeStore()
-	var once sync.Once
 	var errB error
 	s.beforeList = func(storage.ListOptions) {
-		// Job 1 has written its lock; job 2 runs completely now.
-		once.Do(func() { errB = AcquireLock(ctx, s, sub, 2) })
+		s.beforeList = nil
+		errB = AcquireLock(ctx, s, sub, 2)
+	}
+	if err := AcquireLock(ctx, s, sub, 1); err != nil {
+		t.Fatalf("job 1: %v", err)
+	}
+	if !errors.Is(errB, ErrLocked) || !strings.Contains(errB.Error(), "job 1 holds") {
+		t.Fatalf("job 2: got %v, want ErrLocked naming job 1", errB)
+	}
+	if n := s.names(); !slices.Equal(n, []string{LockName(sub, 1)}) {
+		t.Fatalf("store holds %q", n)
+	}
+}
+
+// TestLockBothRefused runs the worst interleaving deterministically: both
+// jobs write their locks, then both list before either removes its lock.
+// Both are refused and nothing is left behind.
+func TestLockBothRefused(t *testing.T) {
+	ctx := context.Background()
+	s := newFakeStore()
+	var mu sync.Mutex
+	lists, deletes := 0, 0
+	bAtList, aListed, bListed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var errB error
+	bDone := make(chan struct{})
+	// wait keeps a broken implementation from hanging the test.
+	wait := func(ch chan struct{}) {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Error("interleaving stuck: AcquireLock did not list or delete where expected")
+		}
+	}
+	s.beforeList = func(storage.ListOptions) {
+		mu.Lock()
+		lists++
+		n := lists
+		mu.Unlock()
+		switch n {
+		case 1: // job 1, lock written: let job 2 write its lock and reach its listing.
+			go func() {
+				defer close(bDone)
+				errB = AcquireLock(ctx, s, sub, 2)
+			}()
+			wait(bAtList)
+		case 2: // job 2: list only once job 1 has listed.
+			close(bAtList)
+			wait(aListed)
+		}
+	}
+	s.beforeDelete = func(string) {
+		mu.Lock()
+		deletes++
+		n := deletes
+		mu.Unlock()
+		switch n {
+		case 1: // job 1 was refused; hold its lock until job 2 has listed.
+			close(aListed)
+			wait(bListed)
+		case 2:
+			close(bListed)
+		}
 	}
 	errA := AcquireLock(ctx, s, sub, 1)
+	wait(bDone)
 	if !errors.Is(errA, ErrLocked) || !errors.Is(errB, ErrLocked) {
 		t.Fatalf("got %v and %v, want both ErrLocked", errA, errB)
 	}
@@ -248,14 +309,12 @@ func TestLockCompletedInBetween(t *testing.T) {
 	if err := AcquireLock(ctx, s, sub, 1); err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
 	s.beforeList = func(storage.ListOptions) {
-		once.Do(func() {
-			writeManifest(t, s, sub, time.Unix(1795999646, 0))
-			if err := ReleaseLock(ctx, s, sub, 1); err != nil {
-				t.Error(err)
-			}
-		})
+		s.beforeList = nil
+		writeManifest(t, s, sub, time.Unix(1795999646, 0))
+		if err := ReleaseLock(ctx, s, sub, 1); err != nil {
+			t.Error(err)
+		}
 	}
 	err := AcquireLock(ctx, s, sub, 2)
 	if !errors.Is(err, storage.ErrAlreadyExists) {

@@ -26,6 +26,8 @@ type fakeStore struct {
 	// beforeList, when set, runs before every List, outside the lock.
 	beforeList func(opts storage.ListOptions)
 	lists      []storage.ListOptions
+	// beforeDelete, when set, runs before every Delete, outside the lock.
+	beforeDelete func(name string)
 }
 
 var _ storage.Store = (*fakeStore)(nil)
@@ -106,6 +108,9 @@ func (f *fakeStore) Write(ctx context.Context, name string, opts storage.WriteOp
 }
 
 func (f *fakeStore) Delete(ctx context.Context, name string) error {
+	if f.beforeDelete != nil {
+		f.beforeDelete(name)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.objs, name)

@@ -3,6 +3,8 @@ package etcdutil
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -66,9 +68,10 @@ func fieldsToAttrs(fields []zapcore.Field) []any {
 	for _, f := range fields {
 		f.AddTo(enc)
 	}
-	attrs := make([]any, 0, len(enc.Fields))
-	for k, v := range enc.Fields {
-		attrs = append(attrs, slog.Any(k, v))
+	keys := slices.Sorted(maps.Keys(enc.Fields))
+	attrs := make([]any, 0, len(keys))
+	for _, k := range keys {
+		attrs = append(attrs, slog.Any(k, enc.Fields[k]))
 	}
 	return attrs
 }

@@ -205,7 +205,7 @@ func (r *Registry) localRunner(id int64) *runner {
 // and lost claims that a broken watch may have missed.
 func (r *Registry) scan(ctx context.Context) {
 	claims := make(map[int64]int64)
-	rev, err := r.forEachKV(ctx, r.claimsPrefix(), 0, true, func(id int64, _ []byte, _, createRev int64) error {
+	rev, err := r.forEachKV(ctx, r.claimsPrefix(), r.claimsPrefix(), 0, true, func(id int64, _ []byte, _, createRev int64) error {
 		claims[id] = createRev
 		return nil
 	})
@@ -215,12 +215,30 @@ func (r *Registry) scan(ctx context.Context) {
 		}
 		return
 	}
+	// Finished jobs are never adopted: start at the oldest unfinished one
+	// rather than read the whole history.
+	first, err := r.cli.Get(ctx, r.activePrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithLimit(1), clientv3.WithRev(rev))
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("scanning unfinished jobs", "err", err)
+		}
+		return
+	}
+	if len(first.Kvs) == 0 {
+		return
+	}
+	from, ok := parseID(string(first.Kvs[0].Key), r.activePrefix())
+	if !ok {
+		r.log.Warn("bad unfinished job key", "key", string(first.Kvs[0].Key))
+		from = 0
+	}
 	type candidate struct {
 		rec    Record
 		modRev int64
 	}
 	var candidates []candidate
-	_, err = r.forEachRecord(ctx, rev, func(rec Record, modRev int64) error {
+	_, err = r.forEachRecord(ctx, rev, from, func(rec Record, modRev int64) error {
 		if rn := r.localRunner(rec.ID); rn != nil {
 			if claims[rec.ID] != rn.job.claimRev && rev > rn.job.claimRev {
 				rn.interrupt()

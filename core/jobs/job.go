@@ -14,7 +14,9 @@ import (
 
 // Job is the handle a Resumer gets for the job it runs. Its writes succeed
 // only while this node holds the claim it was built with; afterwards they
-// return an error matching ErrClaimLost. Safe for concurrent use.
+// return an error matching ErrClaimLost. Errors from etcd itself are marked
+// retryable, so a resumer may return them as they are. Safe for concurrent
+// use.
 type Job struct {
 	r        *Registry
 	id       int64
@@ -132,6 +134,9 @@ func (j *Job) write(ctx context.Context, release bool, mutate func(*Record) (boo
 		if release {
 			ops = append(ops, clientv3.OpDelete(claimKey))
 		}
+		if next.State.Terminal() {
+			ops = append(ops, clientv3.OpDelete(j.r.activeKey(j.id)))
+		}
 		resp, err := j.r.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(recKey), "=", modRev),
 			clientv3.Compare(clientv3.CreateRevision(claimKey), "=", j.claimRev),
@@ -140,6 +145,11 @@ func (j *Job) write(ctx context.Context, release bool, mutate func(*Record) (boo
 			clientv3.OpGet(claimKey),
 		).Commit()
 		if err != nil {
+			// etcd errors are transient (timeouts, lost connections), and
+			// a resumer that returns one should be retried, not failed.
+			if ctx.Err() == nil {
+				err = MarkRetryable(err)
+			}
 			return false, fmt.Errorf("writing job %d: %w", j.id, err)
 		}
 		if resp.Succeeded {

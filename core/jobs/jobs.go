@@ -8,6 +8,10 @@
 // vanishes when the node dies and another node adopts the job, calling its
 // Resumer again; the resumer continues from the Progress it persisted.
 //
+// <prefix>jobs/active/<id> exists while job id is not finished, so that
+// scans for adoptable jobs start at the oldest unfinished job instead of
+// reading the whole history.
+//
 // Every write of a record is a compare-and-swap on the record's mod revision;
 // writes by the running node are also conditioned on its claim, so a node
 // that lost its claim cannot change the job. Users move jobs with Pause,

@@ -73,8 +73,12 @@ func (r *Registry) constructor(typ string) Constructor {
 	return r.ctors[typ]
 }
 
-func (r *Registry) recordsPrefix() string     { return r.prefix + "jobs/records/" }
-func (r *Registry) claimsPrefix() string      { return r.prefix + "jobs/claims/" }
+func (r *Registry) recordsPrefix() string { return r.prefix + "jobs/records/" }
+func (r *Registry) claimsPrefix() string  { return r.prefix + "jobs/claims/" }
+func (r *Registry) activePrefix() string  { return r.prefix + "jobs/active/" }
+func (r *Registry) activeKey(id int64) string {
+	return fmt.Sprintf("%s%020d", r.activePrefix(), id)
+}
 func (r *Registry) counterKey() string        { return r.prefix + "jobs/next-id" }
 func (r *Registry) recordKey(id int64) string { return fmt.Sprintf("%s%020d", r.recordsPrefix(), id) }
 func (r *Registry) claimKey(id int64) string  { return fmt.Sprintf("%s%020d", r.claimsPrefix(), id) }
@@ -136,6 +140,7 @@ func (r *Registry) Create(ctx context.Context, rec Record) (int64, error) {
 		).Then(
 			clientv3.OpPut(r.counterKey(), strconv.FormatInt(rec.ID, 10)),
 			clientv3.OpPut(key, string(data)),
+			clientv3.OpPut(r.activeKey(rec.ID), ""),
 		).Commit()
 		if err != nil {
 			return 0, fmt.Errorf("creating job %d: %w", rec.ID, err)
@@ -164,7 +169,7 @@ func (r *Registry) Get(ctx context.Context, id int64) (Record, error) {
 // of bounded size.
 func (r *Registry) List(ctx context.Context) ([]Record, error) {
 	var out []Record
-	_, err := r.forEachRecord(ctx, 0, func(rec Record, _ int64) error {
+	_, err := r.forEachRecord(ctx, 0, 0, func(rec Record, _ int64) error {
 		out = append(out, rec)
 		return nil
 	})
@@ -174,11 +179,15 @@ func (r *Registry) List(ctx context.Context) ([]Record, error) {
 	return out, nil
 }
 
-// forEachRecord calls fn for every record in ID order, with the record's
-// mod revision, reading pages at revision rev (0: the current one). It
-// returns the revision it read at.
-func (r *Registry) forEachRecord(ctx context.Context, rev int64, fn func(Record, int64) error) (int64, error) {
-	return r.forEachKV(ctx, r.recordsPrefix(), rev, false, func(id int64, value []byte, modRev, _ int64) error {
+// forEachRecord calls fn for every record from ID from on in ID order, with
+// the record's mod revision, reading pages at revision rev (0: the current
+// one). It returns the revision it read at.
+func (r *Registry) forEachRecord(ctx context.Context, rev, from int64, fn func(Record, int64) error) (int64, error) {
+	start := r.recordsPrefix()
+	if from > 0 {
+		start = r.recordKey(from)
+	}
+	return r.forEachKV(ctx, r.recordsPrefix(), start, rev, false, func(id int64, value []byte, modRev, _ int64) error {
 		rec, err := decodeRecord(id, value)
 		if err != nil {
 			return err
@@ -187,11 +196,12 @@ func (r *Registry) forEachRecord(ctx context.Context, rev int64, fn func(Record,
 	})
 }
 
-// forEachKV pages through the keys under prefix whose suffix is a job ID.
-func (r *Registry) forEachKV(ctx context.Context, prefix string, rev int64, keysOnly bool,
+// forEachKV pages through the keys under prefix, from key start on, whose
+// suffix is a job ID.
+func (r *Registry) forEachKV(ctx context.Context, prefix, start string, rev int64, keysOnly bool,
 	fn func(id int64, value []byte, modRev, createRev int64) error,
 ) (int64, error) {
-	key, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	key, end := start, clientv3.GetPrefixRangeEnd(prefix)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(r.pageSize)}
 		if rev != 0 {

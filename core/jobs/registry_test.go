@@ -265,6 +265,9 @@ func TestCreateAdoptSucceed(t *testing.T) {
 	if rec.ClaimNode != 0 || claimed(t, e.ctx, n, id) {
 		t.Errorf("claim not released: claim node %d", rec.ClaimNode)
 	}
+	if resp, err := n.cli.Get(e.ctx, n.reg.activeKey(id)); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("finished job still in the unfinished index: %v", err)
+	}
 	if resumes, reverts, _ := s.counts(id); resumes != 1 || reverts != 0 {
 		t.Errorf("Resume ran %d times, OnFailOrCancel %d; want 1 and 0", resumes, reverts)
 	}
@@ -301,7 +304,9 @@ func TestPauseResume(t *testing.T) {
 			}
 			return blockUntilCancelled(ctx, job, c)
 		}
+		s.mu.Lock()
 		secondSaw = job.Record().Progress
+		s.mu.Unlock()
 		return nil
 	}
 	n.start(e.ctx, s)
@@ -326,6 +331,8 @@ func TestPauseResume(t *testing.T) {
 	if resumes, reverts, _ := s.counts(id); resumes != 2 || reverts != 0 {
 		t.Errorf("Resume ran %d times, OnFailOrCancel %d; want 2 and 0", resumes, reverts)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if string(secondSaw) != `{"checkpoint":"span-7"}` {
 		t.Errorf("second run saw progress %s", secondSaw)
 	}
@@ -522,7 +529,9 @@ func TestRevertFailed(t *testing.T) {
 	n := e.newNode(1, true, nil)
 	s := newScript()
 	s.resume = func(ctx context.Context, job *Job, c call) error { return errors.New("disk full") }
-	s.revert = func(ctx context.Context, job *Job, cause error) error { return errors.New("deleting lock file: permission denied") }
+	s.revert = func(ctx context.Context, job *Job, cause error) error {
+		return errors.New("deleting lock file: permission denied")
+	}
 	n.start(e.ctx, s)
 	id := create(t, e.ctx, n.reg)
 	rec := wait(t, e.ctx, n.reg, id, StateRevertFailed)
@@ -562,14 +571,22 @@ func TestNodeDeathAdoption(t *testing.T) {
 			mu.Lock()
 			aJob = job
 			mu.Unlock()
+			// The session may end while SetProgress waits for its reply,
+			// after the write was applied: report every return.
+			defer func() {
+				select {
+				case aStopped <- ctx.Err():
+				default:
+				}
+			}()
 			if err := job.SetProgress(ctx, 0.3, map[string]int{"done": 3}); err != nil {
 				return err
 			}
-			err := blockUntilCancelled(ctx, job, c)
-			aStopped <- err
-			return err
+			return blockUntilCancelled(ctx, job, c)
 		}
+		mu.Lock()
 		bSaw = job.Record().Progress
+		mu.Unlock()
 		return nil
 	}
 	a.start(e.ctx, s)
@@ -584,23 +601,27 @@ func TestNodeDeathAdoption(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-aStopped:
+	case err := <-aStopped:
+		if err == nil {
+			t.Error("node A's resumer returned with its context live")
+		}
 	case <-e.ctx.Done():
-		t.Fatal("node A's resumer was not stopped when its session ended")
+		rec, err := b.reg.Get(context.WithoutCancel(e.ctx), id)
+		t.Fatalf("node A's resumer was not stopped when its session ended; job: %+v, %v", rec, err)
 	}
 	rec := wait(t, e.ctx, b.reg, id, StateSucceeded)
 	if c := s.next(t, e.ctx); c.node != 2 {
 		t.Errorf("second run on node %d, want 2", c.node)
 	}
-	if string(bSaw) != `{"done":3}` {
-		t.Errorf("node B saw progress %s", bSaw)
+	mu.Lock()
+	stale, saw := aJob, bSaw
+	mu.Unlock()
+	if string(saw) != `{"done":3}` {
+		t.Errorf("node B saw progress %s", saw)
 	}
 	if rec.Error != "" {
 		t.Errorf("error %q", rec.Error)
 	}
-	mu.Lock()
-	stale := aJob
-	mu.Unlock()
 	if err := stale.SetProgress(e.ctx, 0.9, nil); !errors.Is(err, ErrClaimLost) {
 		t.Errorf("write through a lost claim: %v, want ErrClaimLost", err)
 	}
@@ -656,7 +677,10 @@ func TestCanRunFalseNeverClaims(t *testing.T) {
 	asked := make(chan int64, 100)
 	a := e.newNode(1, true, func(o *Options) {
 		o.CanRun = func(rec Record) bool {
-			asked <- rec.ID
+			select {
+			case asked <- rec.ID:
+			default:
+			}
 			return false
 		}
 	})
@@ -776,12 +800,16 @@ func TestUpdateGuardsFields(t *testing.T) {
 			r.RunningStatus = "exporting"
 			return nil
 		})
+		s.mu.Lock()
 		got = job.Record()
+		s.mu.Unlock()
 		return err
 	}
 	n.start(e.ctx, s)
 	id := create(t, e.ctx, n.reg)
 	wait(t, e.ctx, n.reg, id, StateSucceeded)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if got.State != StateRunning || got.Error != "" || string(got.Payload) != `{"targets":["db"]}` || got.ID != id {
 		t.Errorf("Update changed registry fields: %+v", got)
 	}

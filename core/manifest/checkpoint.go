@@ -68,6 +68,10 @@ func CheckpointName(t time.Time) string {
 // when a skewed clock made its name sort after an existing one. Pruning is
 // best effort: an error deleting is returned, but the new checkpoint is
 // already durable by then.
+//
+// Names order checkpoints, so now must not go backwards across one job's
+// checkpoints (a coordinator that adopts a job passes a time after the
+// newest existing checkpoint); ReadLatestCheckpoint trusts the names.
 func WriteCheckpoint(ctx context.Context, s storage.Store, dir string, m *manifestpb.BackupManifest, now time.Time) error {
 	name := path.Join(dir, CheckpointName(now))
 	if !m.GetIsCheckpoint() {
