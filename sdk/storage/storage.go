@@ -141,3 +141,14 @@ func WriteAll(ctx context.Context, s Store, name string, data []byte, opts Write
 	}
 	return w.Close()
 }
+
+// Provider opens stores for the URI schemes it serves. It is what a
+// storage plugin implements.
+type Provider interface {
+	// Schemes are the URI schemes served, lower case, e.g. "s3".
+	Schemes() []string
+	// Open validates uri (refusing unknown parameters with
+	// ErrInvalidArgument) and returns a store rooted at its path. Errors
+	// must not contain secrets from the URI.
+	Open(ctx context.Context, uri string) (Store, error)
+}
