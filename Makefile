@@ -7,7 +7,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 DEMO_FLAGS  ?=
 BENCH_BYTES ?= 200MB
 TEST_TIMEOUT ?= 25m
-PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto
+PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto
 
 .PHONY: all build demo test test-short bench lint proto proto-check clean
 

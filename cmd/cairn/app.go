@@ -84,8 +84,13 @@ func openCluster(c *cli.Context) (*server.Server, error) {
 	}
 	return server.StartLocal(c.Context, server.Config{
 		Dir: dir, Nodes: c.Int("nodes"), Logger: logger(c), RegionOf: movr.RegionOfKey,
-		AdoptInterval: 200 * time.Millisecond,
+		AdoptInterval: 200 * time.Millisecond, CheckpointEvery: c.Duration("checkpoint-interval"),
 	})
+}
+
+var checkpointFlag = &cli.DurationFlag{
+	Name: "checkpoint-interval", Value: 5 * time.Second,
+	Usage: "how often a running backup writes a checkpoint (and updates its progress)",
 }
 
 func isTerminal(f *os.File) bool {
@@ -190,7 +195,7 @@ func sqlCommand() *cli.Command {
 URIs: nodelocal://<node id|self>/path, file:///absolute/path.`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "execute", Aliases: []string{"e"}, Usage: "statement to run (repeatable)", Required: true},
-			dataDirFlag, nodesFlag, formatFlag, userFlag, verboseFlag,
+			dataDirFlag, nodesFlag, formatFlag, userFlag, verboseFlag, checkpointFlag,
 		},
 		Action: func(c *cli.Context) error {
 			stmts := c.StringSlice("execute")
@@ -229,7 +234,7 @@ The backup lands in a subdirectory named by its end time, e.g. 2026/11/25-101500
 			&cli.StringFlag{Name: "subdir", Usage: "explicit subdirectory (default: named by end time)"},
 			&cli.StringFlag{Name: "as-of", Usage: "AS OF SYSTEM TIME: a negative duration like -10s, or a timestamp"},
 			&cli.BoolFlag{Name: "detached", Usage: "return the job id at once instead of waiting"},
-			dataDirFlag, nodesFlag, formatFlag, userFlag, verboseFlag,
+			dataDirFlag, nodesFlag, formatFlag, userFlag, verboseFlag, checkpointFlag,
 		},
 		Action: func(c *cli.Context) error {
 			var b strings.Builder
@@ -547,7 +552,7 @@ func userCommand() *cli.Command {
 		Usage: "manage users and their BACKUP/RESTORE privileges",
 		Subcommands: []*cli.Command{{
 			Name:      "grant",
-			Usage:     "create a user (if needed) with privileges",
+			Usage:     "create a user (if needed) and add privileges to it",
 			ArgsUsage: "<user> [BACKUP] [RESTORE]",
 			Flags:     []cli.Flag{dataDirFlag, nodesFlag, verboseFlag},
 			Action: func(c *cli.Context) error {
@@ -567,10 +572,11 @@ func userCommand() *cli.Command {
 					return err
 				}
 				defer srv.Close()
-				if err := srv.Gateway().Node.Meta.PutUser(c.Context, userRecord(c.Args().First(), privs)); err != nil {
+				all, err := srv.Gateway().Node.Meta.Grant(c.Context, c.Args().First(), privs...)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.App.Writer, "user %s: privileges %s\n", c.Args().First(), privList(privs))
+				fmt.Fprintf(c.App.Writer, "user %s: privileges %s\n", c.Args().First(), privList(all))
 				return nil
 			},
 		}},

@@ -10,15 +10,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/cairnbackup/cairn/core/cluster"
 	"github.com/cairnbackup/cairn/core/hlc"
 	"github.com/cairnbackup/cairn/core/server"
 	"github.com/cairnbackup/cairn/core/workload/movr"
 )
-
-func userRecord(name string, privs []string) cluster.User {
-	return cluster.User{Name: name, Privileges: privs}
-}
 
 func parseTS(s string) (hlc.Timestamp, error) { return hlc.Parse(s) }
 

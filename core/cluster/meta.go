@@ -299,3 +299,45 @@ func (m *Meta) nextID(ctx context.Context, key string, n int64, first int64) (in
 		}
 	}
 }
+
+// Grant adds privileges to user, creating the user when needed, and
+// returns the user's privileges afterwards. Granting a privilege the user
+// holds is a no-op.
+func (m *Meta) Grant(ctx context.Context, user string, privs ...string) ([]string, error) {
+	if user == "" {
+		return nil, fmt.Errorf("granting privileges: empty user name")
+	}
+	for {
+		resp, err := m.cli.Get(ctx, userKey(user))
+		if err != nil {
+			return nil, fmt.Errorf("granting privileges to %s: %w", user, err)
+		}
+		u := User{Name: user}
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			if err := json.Unmarshal(resp.Kvs[0].Value, &u); err != nil {
+				return nil, fmt.Errorf("decoding user %s: %w", user, err)
+			}
+			rev = resp.Kvs[0].ModRevision
+		}
+		for _, p := range privs {
+			found := false
+			for _, q := range u.Privileges {
+				found = found || q == p
+			}
+			if !found {
+				u.Privileges = append(u.Privileges, p)
+			}
+		}
+		sort.Strings(u.Privileges)
+		b, _ := json.Marshal(u)
+		txn, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(userKey(user)), "=", rev)).
+			Then(clientv3.OpPut(userKey(user), string(b))).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("granting privileges to %s: %w", user, err)
+		}
+		if txn.Succeeded {
+			return u.Privileges, nil
+		}
+	}
+}

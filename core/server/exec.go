@@ -16,6 +16,7 @@ import (
 	"github.com/cairnbackup/cairn/core/jobs"
 	"github.com/cairnbackup/cairn/core/keys"
 	"github.com/cairnbackup/cairn/core/manifest"
+	"github.com/cairnbackup/cairn/core/redact"
 	"github.com/cairnbackup/cairn/core/restore"
 	"github.com/cairnbackup/cairn/core/sql"
 	"github.com/cairnbackup/cairn/sdk/storage"
@@ -278,7 +279,7 @@ func (s *Server) execRestore(ctx context.Context, st *sql.Restore, opts ExecOpti
 	subdir, err := collection.ResolveSubdir(ctx, store, st.Subdir, st.Latest)
 	store.Close()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("finding the backup in %s: %w", redact.URI(st.URIs[0]), err)
 	}
 	m, err := restore.LoadManifest(ctx, gw.Env, st.URIs[0], subdir)
 	if err != nil {
@@ -393,7 +394,7 @@ func (s *Server) showBackup(ctx context.Context, st *sql.ShowBackup) (*Result, e
 	defer store.Close()
 	subdir, err := collection.ResolveSubdir(ctx, store, st.Subdir, st.Latest)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("finding the backup in %s: %w", redact.URI(st.URIs[0]), err)
 	}
 	m, err := manifest.ReadManifest(ctx, store, subdir)
 	if err != nil {
