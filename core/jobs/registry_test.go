@@ -752,7 +752,7 @@ func TestInvalidTransitions(t *testing.T) {
 	id := create(t, e.ctx, n.reg)
 
 	err := n.reg.Resume(e.ctx, id)
-	if want := fmt.Sprintf("job %d is pending: cannot resume", id); err == nil || err.Error() != want {
+	if want := fmt.Sprintf("cannot resume job %d: its state is pending", id); err == nil || err.Error() != want {
 		t.Errorf("Resume of pending job: %v, want %q", err, want)
 	}
 	if !errors.Is(err, ErrInvalidTransition) {
@@ -765,7 +765,7 @@ func TestInvalidTransitions(t *testing.T) {
 		"pause": n.reg.Pause, "resume": n.reg.Resume, "cancel": n.reg.Cancel,
 	} {
 		err := fn(e.ctx, id)
-		if want := fmt.Sprintf("job %d is succeeded: cannot %s", id, op); err == nil || err.Error() != want {
+		if want := fmt.Sprintf("cannot %s job %d: its state is succeeded", op, id); err == nil || err.Error() != want {
 			t.Errorf("%s of succeeded job: %v, want %q", op, err, want)
 		}
 	}

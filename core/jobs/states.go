@@ -104,7 +104,7 @@ var ErrInvalidTransition = errors.New("invalid job state transition")
 
 // TransitionError refuses an operation on a job in a state that does not
 // allow it. Its message names the job and its state:
-// "job 12 is succeeded: cannot pause".
+// "cannot pause job 12: its state is succeeded".
 type TransitionError struct {
 	ID    int64
 	State State
@@ -112,7 +112,7 @@ type TransitionError struct {
 }
 
 func (e *TransitionError) Error() string {
-	return fmt.Sprintf("job %d is %s: cannot %s", e.ID, e.State, e.Op)
+	return fmt.Sprintf("cannot %s job %d: its state is %s", e.Op, e.ID, e.State)
 }
 
 // Unwrap makes errors.Is(err, ErrInvalidTransition) hold.
