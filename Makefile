@@ -7,9 +7,14 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 DEMO_FLAGS  ?=
 BENCH_BYTES ?= 200MB
 TEST_TIMEOUT ?= 25m
-PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto
+PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto
 
-.PHONY: all build demo test test-short bench lint proto proto-check clean
+CACHE     := $(CURDIR)/.cache
+MINIO_VERSION    := v0.0.0-20260212201848-7aac2a2c5b7c
+FAKE_GCS_VERSION := v1.56.1
+AZURITE_VERSION  := 3.35.0
+
+.PHONY: all build demo test test-short bench lint proto proto-check clean test-servers
 
 all: build
 
@@ -21,8 +26,21 @@ build:
 demo: build
 	./$(CAIRN) demo $(DEMO_FLAGS)
 
+## test-servers: install MinIO, Azurite and fake-gcs-server into .cache (kept between runs).
+test-servers: $(CACHE)/bin/minio $(CACHE)/bin/fake-gcs-server $(CACHE)/npm/node_modules/.bin/azurite-blob
+
+$(CACHE)/bin/minio:
+	GOBIN=$(CACHE)/bin $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+$(CACHE)/bin/fake-gcs-server:
+	GOBIN=$(CACHE)/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION)
+
+$(CACHE)/npm/node_modules/.bin/azurite-blob:
+	mkdir -p $(CACHE)/npm
+	cd $(CACHE)/npm && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+
 ## test: every test, real servers included.
-test: build
+test: build test-servers
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 

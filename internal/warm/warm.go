@@ -2,16 +2,15 @@
 package warm
 
 import (
-	_ "github.com/cockroachdb/pebble/v2"
-	_ "github.com/cockroachdb/pebble/v2/sstable"
+	_ "cloud.google.com/go/storage"
+	_ "github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	_ "github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	_ "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	_ "github.com/aws/aws-sdk-go-v2/aws"
+	_ "github.com/aws/aws-sdk-go-v2/config"
+	_ "github.com/aws/aws-sdk-go-v2/credentials"
+	_ "github.com/aws/aws-sdk-go-v2/service/s3"
 	_ "github.com/hashicorp/go-plugin"
-	_ "github.com/urfave/cli/v2"
-	_ "github.com/vbauerster/mpb/v8"
-	_ "go.etcd.io/etcd/client/v3"
-	_ "go.etcd.io/etcd/client/v3/concurrency"
-	_ "go.etcd.io/etcd/server/v3/embed"
-	_ "google.golang.org/grpc"
-	_ "google.golang.org/grpc/test/bufconn"
-	_ "google.golang.org/protobuf/proto"
-	_ "github.com/klauspost/compress/zstd"
+	_ "golang.org/x/net/webdav"
+	_ "google.golang.org/api/option"
 )
