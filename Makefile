@@ -14,7 +14,7 @@ MINIO_VERSION    := v0.0.0-20260212201848-7aac2a2c5b7c
 FAKE_GCS_VERSION := v1.56.1
 AZURITE_VERSION  := 3.35.0
 
-.PHONY: all build demo test test-short bench lint proto proto-check clean test-servers
+.PHONY: all build demo test test-short bench lint proto proto-check protoc-installed clean test-servers
 
 all: build
 
@@ -40,7 +40,7 @@ $(CACHE)/npm/node_modules/.bin/azurite-blob:
 	cd $(CACHE)/npm && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
 ## test: every test, real servers included.
-test: build test-servers
+test: build test-servers proto-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
@@ -59,12 +59,29 @@ lint:
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed; skipped"; fi
 
 ## proto: regenerate the committed protobuf code.
-proto:
+PROTO_TOOLS := $(CACHE)/bin/protoc-gen-go $(CACHE)/bin/protoc-gen-go-grpc
+
+$(CACHE)/bin/protoc-gen-go:
+	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO)
+
+$(CACHE)/bin/protoc-gen-go-grpc:
+	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+
+protoc-installed:
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
-	$(GO) install $(PROTOC_GEN_GO)
-	$(GO) install $(PROTOC_GEN_GO_GRPC)
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
+
+proto: protoc-installed $(PROTO_TOOLS)
+	PATH="$(CACHE)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
+
+## proto-check: fail when the committed generated code is not what the .proto files give.
+proto-check: protoc-installed $(PROTO_TOOLS)
+	rm -rf $(CACHE)/proto-check && mkdir -p $(CACHE)/proto-check
+	PATH="$(CACHE)/bin:$$PATH" protoc -I . --go_out=$(CACHE)/proto-check --go_opt=paths=source_relative \
+		--go-grpc_out=$(CACHE)/proto-check --go-grpc_opt=paths=source_relative $(PROTOS)
+	@cd $(CACHE)/proto-check && for f in $$(find . -name '*.go'); do \
+		cmp -s "$$f" "$(CURDIR)/$$f" || { echo "generated code is stale: $$f (run make proto)"; exit 1; }; done
+	@echo "generated protobuf code is current"
 
 clean:
 	rm -rf $(BIN)
