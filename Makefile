@@ -21,6 +21,7 @@ all: build
 build:
 	$(GO) build ./...
 	$(GO) build -o $(CAIRN) ./cmd/cairn
+	$(GO) build -o $(BIN)/plugins/ ./plugins/...
 
 ## demo: build everything, then back up and restore movr on a 9-node in-process cluster.
 demo: build

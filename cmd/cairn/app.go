@@ -36,7 +36,7 @@ var userFlag = &cli.StringFlag{Name: "user", Value: "root", Usage: "user the sta
 var verboseFlag = &cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what the cluster does to stderr"}
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "cairn",
 		Usage: "distributed, locality-aware backup and restore for MVCC key-value clusters",
 		Description: `cairn backs up and restores the reference cluster: nodes with Pebble MVCC stores,
@@ -65,8 +65,11 @@ Examples:
 			fingerprintCommand(),
 			userCommand(),
 			benchCommand(),
+			pluginsCommand(),
 		},
 	}
+	withPluginDir(app.Commands)
+	return app
 }
 
 func logger(c *cli.Context) *slog.Logger {
@@ -85,6 +88,7 @@ func openCluster(c *cli.Context) (*server.Server, error) {
 	return server.StartLocal(c.Context, server.Config{
 		Dir: dir, Nodes: c.Int("nodes"), Logger: logger(c), RegionOf: movr.RegionOfKey,
 		AdoptInterval: 200 * time.Millisecond, CheckpointEvery: c.Duration("checkpoint-interval"),
+		PluginDir: c.String("plugin-dir"),
 	})
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/cairnbackup/cairn/core/manifest/manifestpb"
 	"github.com/cairnbackup/cairn/core/processorpb"
 	"github.com/cairnbackup/cairn/core/spans"
+	"github.com/cairnbackup/cairn/sdk/locality"
 	"github.com/cairnbackup/cairn/sdk/storage"
 )
 
@@ -150,6 +151,12 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 			return classify(fmt.Errorf("re-acquiring the backup lock: %w", err))
 		}
 	}
+	// Keep GC away from what the backup reads until it ends: before any
+	// replica is read, on every run (idempotent; it also covers a record
+	// lost between runs). Full backups only so far: the start time is zero.
+	if err := r.protect(ctx, job, spec, hlc.Timestamp{}); err != nil {
+		return fmt.Errorf("protecting timestamp %s: %w", spec.EndTime, err)
+	}
 	// Everything at or below the end time must be complete on every replica
 	// before any replica is read; closing it is idempotent.
 	if err := env.Node.CloseOn(ctx, planLeaseholders(ctx, env, spec), spec.EndTime); err != nil {
@@ -236,29 +243,25 @@ func (r *Resumer) resolve(ctx context.Context, job *jobs.Job, spec Spec, store s
 		return Progress{}, classify(fmt.Errorf("locking %s: %w", subdir, err))
 	}
 
-	// Split the target spans at range boundaries and assign each piece to
-	// its leaseholder, which reads its own replica.
-	byNode := map[int32][]PlannedSpan{}
-	idx := 0
+	// Split the target spans at range boundaries; the execution policy
+	// decides which node exports each piece, reading which replica.
+	var pieces []piece
 	for _, ts := range spec.TargetSpans() {
 		rds, err := env.Node.Ranges(ctx, ts)
 		if err != nil {
 			return Progress{}, jobs.MarkRetryable(err)
 		}
 		for _, rd := range rds {
-			piece, ok := rd.Span().Intersect(ts)
-			if !ok {
-				continue
+			if p, ok := rd.Span().Intersect(ts); ok {
+				pieces = append(pieces, piece{span: p, rd: rd})
 			}
-			byNode[rd.Leaseholder] = append(byNode[rd.Leaseholder], PlannedSpan{Index: idx, Span: piece, ReadFrom: rd.Leaseholder})
-			idx++
 		}
 	}
-	var plan []Assignment
-	for n, ss := range byNode {
-		plan = append(plan, Assignment{Node: n, Spans: ss})
+	plan, err := planPieces(ctx, env, locality.Locality{}, pieces)
+	if err != nil {
+		return Progress{}, err
 	}
-	sort.Slice(plan, func(i, j int) bool { return plan[i].Node < plan[j].Node })
+	idx := len(pieces)
 	id := make([]byte, 16)
 	rand.Read(id)
 	return Progress{Resolved: true, Subdir: subdir, BackupID: hex.EncodeToString(id), Plan: plan, TotalSpans: idx}, nil
@@ -477,8 +480,8 @@ func (r *Resumer) finish(ctx context.Context, job *jobs.Job, spec Spec, prog Pro
 	return r.publish(ctx, job, store, prog, m)
 }
 
-// publish points LATEST at the finished layer, releases the lock and
-// records the result. It is idempotent, for a job resumed after its
+// publish points LATEST at the finished layer, releases the lock and the
+// protected timestamp, and records the result. It is idempotent, for a job resumed after its
 // manifest was written.
 func (r *Resumer) publish(ctx context.Context, job *jobs.Job, store storage.Store, prog Progress, m *manifestpb.BackupManifest) error {
 	res := Result{Subdir: prog.Subdir, Files: len(m.Files)}
@@ -491,13 +494,22 @@ func (r *Resumer) publish(ctx context.Context, job *jobs.Job, store storage.Stor
 	if err := collection.ReleaseLock(ctx, store, prog.Subdir, job.ID()); err != nil {
 		r.env.Logger.Warn("releasing backup lock", "job_id", job.ID(), "err", err)
 	}
+	if err := r.release(ctx, job); err != nil {
+		return fmt.Errorf("releasing protected timestamp: %w", err)
+	}
 	return job.SetResult(ctx, res)
 }
 
-// OnFailOrCancel releases the lock and removes the unfinished layer's
-// files, so a cancelled or failed backup leaves nothing that looks like a
-// backup. A layer that already has its manifest is never touched.
+// OnFailOrCancel releases the protected timestamp and the lock and
+// removes the unfinished layer's files, so a cancelled or failed backup
+// leaves nothing that looks like a backup and holds no GC back. A layer
+// that already has its manifest is never touched.
 func (r *Resumer) OnFailOrCancel(ctx context.Context, job *jobs.Job, cause error) error {
+	// First, and whatever else fails: a leaked record would keep GC from
+	// the backup's spans forever.
+	if err := r.release(ctx, job); err != nil {
+		return fmt.Errorf("releasing protected timestamp: %w", err)
+	}
 	spec, prog, err := decode(job.Record())
 	if err != nil || !prog.Resolved {
 		return nil

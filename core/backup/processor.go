@@ -18,6 +18,7 @@ import (
 	"github.com/cairnbackup/cairn/core/mvcc"
 	"github.com/cairnbackup/cairn/core/processorpb"
 	"github.com/cairnbackup/cairn/core/spans"
+	"github.com/cairnbackup/cairn/sdk/locality"
 	"github.com/cairnbackup/cairn/sdk/storage"
 )
 
@@ -27,6 +28,9 @@ type Env struct {
 	Cloud  *cloud.Registry
 	Logger *slog.Logger
 	Knobs  Knobs
+	// Policy plans which node exports each span; nil uses the default
+	// rules in-process (sdk/locality/rules).
+	Policy locality.Policy
 }
 
 // Knobs let tests observe and hold up the processors at chosen points.
@@ -38,9 +42,16 @@ type Knobs struct {
 	BeforeRestoreFile func(ctx context.Context, jobID int64, fileIndex int) error
 }
 
+// StoragePlugins registers storage plugins into a registry; a node's
+// *pluginhost.Host is one.
+type StoragePlugins interface {
+	RegisterStorage(reg *cloud.Registry)
+}
+
 // NewEnv builds the environment of node n, with the built-in local storage
-// registered.
-func NewEnv(n *cluster.Node) *Env {
+// registered, then the schemes of the node's storage plugins, which take
+// over built-in schemes they also serve.
+func NewEnv(n *cluster.Node, plugins ...StoragePlugins) *Env {
 	reg := cloud.NewRegistry()
 	cloud.RegisterLocal(reg, n.ID, func(id int32) (string, error) {
 		if id == n.ID {
@@ -52,6 +63,11 @@ func NewEnv(n *cluster.Node) *Env {
 		}
 		return nd.ExternalIODir, nil
 	})
+	for _, p := range plugins {
+		if p != nil {
+			p.RegisterStorage(reg)
+		}
+	}
 	return &Env{Node: n, Cloud: reg, Logger: n.Logger}
 }
 

@@ -53,6 +53,22 @@ func (r *Registry) Register(scheme string, open Opener) {
 	r.openers[scheme] = open
 }
 
+// Override makes open serve URIs of scheme, replacing the Opener
+// registered for it, if any: a storage plugin installed for a built-in
+// scheme (file://) takes it over. It reports whether one was replaced.
+// An empty scheme or a nil Opener panics, as with Register.
+func (r *Registry) Override(scheme string, open Opener) (replaced bool) {
+	scheme = strings.ToLower(scheme)
+	if scheme == "" || open == nil {
+		panic("cloud: Override with an empty scheme or a nil Opener")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, replaced = r.openers[scheme]
+	r.openers[scheme] = open
+	return replaced
+}
+
 // Schemes returns the registered schemes, sorted.
 func (r *Registry) Schemes() []string {
 	r.mu.RLock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -32,6 +33,9 @@ type LocalConfig struct {
 	LivenessTTL int
 	// Services registers processors on each node.
 	Services func(s *grpc.Server, n *Node)
+	// GCInterval and GCTTL configure every node's periodic garbage
+	// collection (see Config); zero leaves it off.
+	GCInterval, GCTTL time.Duration
 }
 
 // Local is an in-process cluster: one embedded etcd member and N nodes
@@ -69,6 +73,7 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 			StoreDir: filepath.Join(dir, "store"), ExternalIODir: filepath.Join(dir, "extern"),
 			AuxDir: filepath.Join(dir, "aux"), Etcd: etcd.Client, Logger: cfg.Logger,
 			CacheSize: cfg.CacheSize, LivenessTTL: cfg.LivenessTTL, Services: cfg.Services,
+			GCInterval: cfg.GCInterval, GCTTL: cfg.GCTTL,
 		})
 		if err != nil {
 			l.Close()

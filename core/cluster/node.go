@@ -52,6 +52,9 @@ type Config struct {
 	// Services registers extra gRPC services (backup and restore
 	// processors) on the node's server before it starts serving.
 	Services func(s *grpc.Server, n *Node)
+	// GCInterval and GCTTL run RunGC(GCTTL) every GCInterval while the
+	// node runs; garbage collection is off unless both are positive.
+	GCInterval, GCTTL time.Duration
 }
 
 // Node is one member of the reference cluster.
@@ -78,6 +81,10 @@ type Node struct {
 	conns  map[int32]*grpc.ClientConn
 
 	stopOnce sync.Once
+	// gcStop ends the periodic GC runner and gcDone is closed once it has
+	// stopped; both are nil when the runner is off.
+	gcStop context.CancelFunc
+	gcDone chan struct{}
 }
 
 // Start opens the node's store, serves its gRPC API and registers it in
@@ -139,6 +146,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Stop()
 		return nil, fmt.Errorf("starting node %d: recording liveness: %w", cfg.ID, err)
 	}
+	if cfg.GCInterval > 0 && cfg.GCTTL > 0 {
+		gcCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		n.gcStop, n.gcDone = stop, make(chan struct{})
+		go n.startGC(gcCtx, cfg.GCInterval, cfg.GCTTL, n.gcDone)
+	}
 	return n, nil
 }
 
@@ -155,6 +167,10 @@ func (n *Node) AuxDir() string { return n.cfg.AuxDir }
 // closes its store. Safe to call more than once.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
+		if n.gcStop != nil {
+			n.gcStop()
+			<-n.gcDone // the runner uses the store
+		}
 		if n.Session != nil {
 			n.Session.Close()
 		}

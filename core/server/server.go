@@ -17,6 +17,7 @@ import (
 	"github.com/cairnbackup/cairn/core/backup"
 	"github.com/cairnbackup/cairn/core/cluster"
 	"github.com/cairnbackup/cairn/core/jobs"
+	"github.com/cairnbackup/cairn/core/pluginhost"
 	"github.com/cairnbackup/cairn/core/restore"
 )
 
@@ -38,6 +39,17 @@ type Config struct {
 	LivenessTTL    int
 	// Knobs are testing hooks given to every node's backup environment.
 	Knobs backup.Knobs
+	// PluginDir holds plugin binaries (cairn --plugin-dir); "" means none.
+	// Every node starts its own processes of them: data never crosses
+	// nodes through a plugin.
+	PluginDir string
+	// PluginCallTimeout bounds unary plugin calls; 0 means the host's
+	// default.
+	PluginCallTimeout time.Duration
+	// GCInterval and GCTTL make every node garbage-collect versions older
+	// than GCTTL every GCInterval, honouring protected timestamps; GC is
+	// off unless both are positive (Server.RunGC runs it on demand).
+	GCInterval, GCTTL time.Duration
 }
 
 // NodeRuntime is one node with its job registry.
@@ -45,6 +57,8 @@ type NodeRuntime struct {
 	Node     *cluster.Node
 	Env      *backup.Env
 	Registry *jobs.Registry
+	// Plugins runs the node's plugins.
+	Plugins *pluginhost.Host
 }
 
 // Server is a running in-process cluster that executes statements.
@@ -53,6 +67,7 @@ type Server struct {
 	Nodes   []*NodeRuntime
 	cfg     Config
 	cancel  context.CancelFunc
+	hosts   map[int32]*pluginhost.Host
 }
 
 // StartLocal starts (or reopens, when cfg.Dir holds one) an in-process
@@ -66,11 +81,27 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	restore.Placer = cfg.RegionOf
 	envs := map[int32]*backup.Env{}
+	hosts := map[int32]*pluginhost.Host{}
+	var hostErr error
+	closeHosts := func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}
 	local, err := cluster.StartLocal(ctx, cluster.LocalConfig{
 		Dir: cfg.Dir, Nodes: cfg.Nodes, Regions: cfg.Regions, Logger: cfg.Logger,
 		CacheSize: cfg.CacheSize, RegionOf: cfg.RegionOf, LivenessTTL: cfg.LivenessTTL,
+		GCInterval: cfg.GCInterval, GCTTL: cfg.GCTTL,
 		Services: func(s *grpc.Server, n *cluster.Node) {
-			env := backup.NewEnv(n)
+			host, err := pluginhost.New(ctx, pluginhost.Config{
+				Dir: cfg.PluginDir, Logger: n.Logger.With("node", n.ID), CallTimeout: cfg.PluginCallTimeout,
+			})
+			if err != nil {
+				hostErr = errors.Join(hostErr, fmt.Errorf("starting the plugins of node %d: %w", n.ID, err))
+				host, _ = pluginhost.New(ctx, pluginhost.Config{})
+			}
+			hosts[n.ID] = host
+			env := backup.NewEnv(n, host)
 			env.Knobs = cfg.Knobs
 			envs[n.ID] = env
 			backup.RegisterProcessor(s, env)
@@ -78,10 +109,16 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 		},
 	})
 	if err != nil {
+		closeHosts()
 		return nil, err
 	}
+	if hostErr != nil {
+		local.Close()
+		closeHosts()
+		return nil, hostErr
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{Cluster: local, cfg: cfg, cancel: cancel}
+	s := &Server{Cluster: local, cfg: cfg, cancel: cancel, hosts: hosts}
 	for _, n := range local.Nodes {
 		env := envs[n.ID]
 		reg := jobs.NewRegistry(n.Meta.Client(), jobs.Options{
@@ -91,7 +128,7 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 		reg.Register(backup.JobType, backup.NewResumer(env))
 		reg.Register(restore.JobType, restore.NewResumer(env))
 		reg.Start(runCtx)
-		s.Nodes = append(s.Nodes, &NodeRuntime{Node: n, Env: env, Registry: reg})
+		s.Nodes = append(s.Nodes, &NodeRuntime{Node: n, Env: env, Registry: reg, Plugins: hosts[n.ID]})
 	}
 	return s, nil
 }
@@ -111,13 +148,17 @@ func (s *Server) Node(id int32) *NodeRuntime {
 }
 
 // Close stops the job registries (leaving jobs to be adopted when the
-// cluster starts again), the nodes and etcd.
+// cluster starts again), the nodes and etcd, then every node's plugins.
 func (s *Server) Close() error {
 	for _, n := range s.Nodes {
 		n.Registry.Stop()
 	}
 	s.cancel()
-	return s.Cluster.Close()
+	err := s.Cluster.Close()
+	for _, h := range s.hosts {
+		h.Close()
+	}
+	return err
 }
 
 // ErrNotSupported is returned for statements and options that later

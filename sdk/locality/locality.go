@@ -11,8 +11,22 @@ package locality
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+)
+
+// Errors are classified with errors.Is against these sentinels; they keep
+// their class when they cross the plugin boundary (as gRPC codes).
+var (
+	// ErrInvalid classifies an error about the request itself: a malformed
+	// bucket list, a filter no node matches, a span without a live replica,
+	// a plan a strict policy refuses. Retrying the same request gives the
+	// same error.
+	ErrInvalid = errors.New("invalid locality request")
+	// ErrUnimplemented means the plugin does not serve what was asked: the
+	// kind, or a policy of that name.
+	ErrUnimplemented = errors.New("not implemented by the locality plugin")
 )
 
 // Tier is one key=value level of a locality.
@@ -73,6 +87,10 @@ type Node struct {
 const DefaultBucket = "default"
 
 // Matcher applies locality filters and bucket selection.
+//
+// Every node is judged on its own: the host may split a long node list
+// into several calls, and the answers must be the same as for one call.
+// A call whose ctx is done returns ctx's error.
 type Matcher interface {
 	// MatchNodes returns, in the order given, the ids of the nodes whose
 	// locality satisfies filter. An empty filter matches every node.
@@ -120,6 +138,11 @@ type Assignment struct {
 // Policy plans a job's spans. Plan returns one assignment per span, in
 // the order of req.Spans, or an error that says why no valid plan exists
 // (for example, no node matches the filter).
+//
+// Plan must be deterministic (the same request gives the same plan) and
+// must plan each span on its own: the host may split req.Spans into
+// several calls, each with the full Nodes, Filter and Buckets, and
+// concatenate the answers. A call whose ctx is done returns ctx's error.
 type Policy interface {
 	Name() string
 	Plan(ctx context.Context, req PlanRequest) ([]Assignment, error)

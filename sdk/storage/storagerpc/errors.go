@@ -108,30 +108,29 @@ func FromStatus(err error) error {
 		return err
 	}
 	re := &RemoteError{Code: s.Code(), Msg: s.Message()}
-	d := detailOf(s)
-	if d == nil {
-		re.Connection = s.Code() != codes.DeadlineExceeded && s.Code() != codes.OK
-		if re.Connection {
-			re.Msg = fmt.Sprintf("calling storage plugin: %s", s.Message())
-		}
-	} else {
+	if d := detailOf(s); d != nil {
 		re.retryable = d.Retryable
+		for _, k := range kinds {
+			if k.name == d.Kind {
+				re.kind = k.err
+			}
+		}
+	} else if s.Code() != codes.DeadlineExceeded {
+		// No detail: the plugin's code did not return this, the
+		// connection did. Canceled is also what a call gets when the
+		// client connection closes under it; the host tells that from
+		// its own cancellation by looking at its context.
+		re.Connection = true
+		re.Msg = fmt.Sprintf("calling storage plugin: %s", s.Message())
+		if s.Code() != codes.Canceled {
+			re.kind, re.retryable = storage.ErrUnavailable, true
+		}
 	}
 	switch s.Code() {
 	case codes.Canceled:
 		re.kind = context.Canceled
 	case codes.DeadlineExceeded:
 		re.kind = context.DeadlineExceeded
-	default:
-		for _, k := range kinds {
-			if k.code == s.Code() {
-				re.kind = k.err
-			}
-		}
-	}
-	if re.Connection {
-		re.kind = storage.ErrUnavailable
-		re.retryable = true
 	}
 	if re.retryable {
 		return storage.Retryable(re)

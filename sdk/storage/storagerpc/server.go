@@ -238,7 +238,7 @@ func (s *Server) Write(stream storagepb.Storage_WriteServer) error {
 			if _, err := w.Write(part.Data); err != nil {
 				return ToStatus(err)
 			}
-		case *storagepb.WriteRequest_Trailer:
+		case *storagepb.WriteRequest_Trailer_:
 			if sum := h.Sum(nil); !bytes.Equal(sum, part.Trailer.Sha256) {
 				return ToStatus(fmt.Errorf("committing %s: checksum of the %d bytes received %x differs from the sender's %x: %w",
 					hdr.Name, size, sum, part.Trailer.Sha256, storage.ErrInvalidArgument))

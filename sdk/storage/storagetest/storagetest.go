@@ -37,8 +37,10 @@
 //   - Every method fails when its context is already cancelled, and a
 //     Writer whose context is cancelled fails at Close at the latest.
 //
-// The kit imports only the standard library and sdk/storage, so a plugin
-// author can depend on it without pulling in cairn's core.
+// The kit imports the standard library and cairn's sdk only (plus
+// go-plugin, for OverPlugin), so a plugin author can depend on it without
+// pulling in cairn's core. Run it three ways: on the store directly, over
+// the plugin boundary (OverPlugin) and under a key prefix (PrefixedStore).
 package storagetest
 
 import (

@@ -1,0 +1,442 @@
+package pluginhost_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/core/cloud"
+	"github.com/cairnbackup/cairn/core/pluginhost"
+	"github.com/cairnbackup/cairn/sdk/plugin"
+	"github.com/cairnbackup/cairn/sdk/storage"
+	"github.com/cairnbackup/cairn/sdk/storage/storagetest"
+)
+
+// binDir holds the plugins built once for every test.
+var binDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		helperHost()
+		return
+	}
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "pluginhost-test")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binDir = dir
+		for name, pkg := range map[string]string{
+			"storage-local": "../../plugins/storage-local",
+			"panicky":       "./testdata/panicky",
+		} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}())
+}
+
+// pluginDir returns a fresh plugin directory holding the named plugins,
+// a script that is not a plugin and a file that is not executable.
+func pluginDir(t *testing.T, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, n := range names {
+		if err := os.Symlink(filepath.Join(binDir, n), filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "not-a-plugin"), []byte("#!/bin/sh\necho hello\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("plugins live here\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func newHost(t *testing.T, names ...string) *pluginhost.Host {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h, err := pluginhost.New(ctx, pluginhost.Config{Dir: pluginDir(t, names...), Logger: logger, CallTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func openFile(t *testing.T, h *pluginhost.Host) storage.Store {
+	t.Helper()
+	p, ok := h.Storage("file")
+	if !ok {
+		t.Fatal("no plugin serves file://")
+	}
+	s, err := p.Open(context.Background(), "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func pluginInfo(t *testing.T, h *pluginhost.Host, name string) pluginhost.PluginInfo {
+	t.Helper()
+	for _, p := range h.Plugins() {
+		if p.Info.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no plugin %s among %+v", name, h.Plugins())
+	return pluginhost.PluginInfo{}
+}
+
+func kill(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing plugin %d: %v", pid, err)
+	}
+}
+
+func TestDiscoverAndDescribe(t *testing.T) {
+	h := newHost(t, "storage-local", "panicky")
+	got := h.Plugins()
+	if len(got) != 2 {
+		t.Fatalf("Plugins() = %+v, want panicky and storage-local only", got)
+	}
+	sl := pluginInfo(t, h, "storage-local")
+	if want := []string{plugin.KindStorage}; fmt.Sprint(sl.Info.Kinds) != fmt.Sprint(want) {
+		t.Errorf("kinds = %v, want %v", sl.Info.Kinds, want)
+	}
+	if fmt.Sprint(sl.Info.Schemes) != "[file]" || sl.Protocol != plugin.ProtocolVersion || sl.PID <= 0 ||
+		fmt.Sprint(sl.Info.Protocols) != "[1]" || sl.Info.Version == "" {
+		t.Errorf("storage-local = %+v", sl)
+	}
+}
+
+func TestRegisterStorageOverridesBuiltIn(t *testing.T) {
+	h := newHost(t, "storage-local")
+	reg := cloud.NewRegistry()
+	cloud.RegisterLocal(reg, 1, func(int32) (string, error) { return t.TempDir(), nil })
+	h.RegisterStorage(reg)
+	ctx := context.Background()
+	s, err := reg.Open(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if typ := fmt.Sprintf("%T", s); strings.Contains(typ, "local.Store") {
+		t.Errorf("file:// opened the built-in %s, want the plugin's store", typ)
+	}
+	if err := storage.WriteAll(ctx, s, "a", []byte("x"), storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = reg.Open(ctx, "gopher://x/y")
+	if !errors.Is(err, storage.ErrInvalidArgument) || !strings.Contains(err.Error(), "file, nodelocal") {
+		t.Errorf("unknown scheme: %v, want ErrInvalidArgument listing file, nodelocal", err)
+	}
+	// Errors of the plugin's Open keep their kind across the boundary.
+	_, err = reg.Open(ctx, "file://host/x")
+	if !errors.Is(err, storage.ErrInvalidArgument) {
+		t.Errorf("file URI with a host: %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestConformanceThroughHost runs the kit on stores opened through the
+// host's restartable wrapper.
+func TestConformanceThroughHost(t *testing.T) {
+	h := newHost(t, "storage-local")
+	storagetest.Run(t, storagetest.Config{
+		NewStore:         func(t *testing.T) storage.Store { return openFile(t, h) },
+		SkipLarge:        testing.Short(),
+		FileDirConflicts: true,
+	})
+}
+
+func TestRestartAfterCrash(t *testing.T) {
+	h := newHost(t, "storage-local")
+	s := openFile(t, h)
+	defer s.Close()
+	ctx := context.Background()
+	if err := storage.WriteAll(ctx, s, "obj", []byte("before"), storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := pluginInfo(t, h, "storage-local")
+	kill(t, before.PID)
+	// The call finds the plugin dead, restarts it, replays Open, retries.
+	info, err := s.Stat(ctx, "obj")
+	if err != nil || info.Size != 6 {
+		t.Fatalf("Stat after the crash = %+v, %v", info, err)
+	}
+	after := pluginInfo(t, h, "storage-local")
+	if after.PID == before.PID || after.Restarts != 1 {
+		t.Errorf("after the crash: pid %d (was %d), restarts %d; want a new process, 1 restart", after.PID, before.PID, after.Restarts)
+	}
+	if _, err := s.Stat(ctx, "missing"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Stat(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestWriteInFlightSurvivesCrash(t *testing.T) {
+	h := newHost(t, "storage-local")
+	s := openFile(t, h)
+	defer s.Close()
+	ctx := context.Background()
+	data := make([]byte, 6<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	w, err := s.Write(ctx, "big", storage.WriteOptions{IfNotExists: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write(data[:3<<20]); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, pluginInfo(t, h, "storage-local").PID)
+	if _, err := w.Write(data[3<<20:]); err != nil {
+		t.Fatalf("writing after the crash: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("committing after the crash: %v", err)
+	}
+	got, err := storage.ReadAll(ctx, s, "big")
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading back: %d bytes, %v; want the %d bytes written", len(got), err, len(data))
+	}
+	if r := pluginInfo(t, h, "storage-local").Restarts; r != 1 {
+		t.Errorf("restarts = %d, want 1", r)
+	}
+}
+
+func TestCrashBeforeCommitReplays(t *testing.T) {
+	h := newHost(t, "storage-local")
+	s := openFile(t, h)
+	defer s.Close()
+	ctx := context.Background()
+	w, err := s.Write(ctx, "small", storage.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write([]byte("kept on the host")); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, pluginInfo(t, h, "storage-local").PID)
+	if err := w.Close(); err != nil {
+		t.Fatalf("committing after the crash: %v", err)
+	}
+	if got, err := storage.ReadAll(ctx, s, "small"); err != nil || string(got) != "kept on the host" {
+		t.Fatalf("reading back: %q, %v", got, err)
+	}
+}
+
+func TestReadResumesAfterCrash(t *testing.T) {
+	h := newHost(t, "storage-local")
+	s := openFile(t, h)
+	defer s.Close()
+	ctx := context.Background()
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i * 13 / 7)
+	}
+	if err := storage.WriteAll(ctx, s, "big", data, storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Read(ctx, "big", 100, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, pluginInfo(t, h, "storage-local").PID)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("reading after the crash: %v", err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, data[100:]) {
+		t.Fatalf("read %d bytes across the crash, want the %d bytes of the object from 100", len(got), len(data)-100)
+	}
+}
+
+func TestPanicBecomesErrorWithStack(t *testing.T) {
+	h := newHost(t, "panicky")
+	p, ok := h.Storage("mem")
+	if !ok {
+		t.Fatal("no plugin serves mem://")
+	}
+	ctx := context.Background()
+	s, err := p.Open(ctx, "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Stat(ctx, "panic")
+	if err == nil || !strings.Contains(err.Error(), "asked to panic") || !strings.Contains(err.Error(), "goroutine") {
+		t.Fatalf("Stat(panic) = %v, want an error with the panic and its stack", err)
+	}
+	if _, err := s.Stat(ctx, "other"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Stat after a panic = %v, want ErrNotFound from the same process", err)
+	}
+	if r := pluginInfo(t, h, "panicky").Restarts; r != 0 {
+		t.Errorf("a panic restarted the plugin %d times", r)
+	}
+}
+
+// children lists the processes whose parent is this one.
+func children(t *testing.T) map[int]bool {
+	t.Helper()
+	out := map[int]bool{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 {
+			if ppid, _ := strconv.Atoi(f[1]); ppid == self {
+				out[pid] = true
+			}
+		}
+	}
+	return out
+}
+
+func TestNoPluginOutlivesClose(t *testing.T) {
+	before := children(t)
+	h := newHost(t, "storage-local", "panicky")
+	s := openFile(t, h)
+	var pids []int
+	for _, p := range h.Plugins() {
+		if !children(t)[p.PID] || before[p.PID] {
+			t.Fatalf("plugin %s (pid %d) is not a child of the host", p.Path, p.PID)
+		}
+		pids = append(pids, p.PID)
+	}
+	kill(t, pids[1]) // a restarted process must be stopped too
+	if _, err := s.Stat(context.Background(), "x"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat after a crash = %v", err)
+	}
+	pids = nil
+	for _, p := range h.Plugins() {
+		pids = append(pids, p.PID)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	now := children(t)
+	for _, pid := range pids {
+		if now[pid] {
+			t.Errorf("plugin pid %d is still running after Close", pid)
+		}
+	}
+	if _, err := s.Stat(context.Background(), "x"); err == nil {
+		t.Errorf("Stat on a closed host succeeded")
+	}
+}
+
+const helperEnv = "PLUGINHOST_TEST_HELPER_DIR"
+
+// helperHost is a host process for TestPluginExitsWithHost: it starts
+// the plugins, prints their pids and waits to be killed.
+func helperHost() {
+	h, err := pluginhost.New(context.Background(), pluginhost.Config{Dir: os.Getenv(helperEnv)})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	for _, p := range h.Plugins() {
+		fmt.Println(p.PID)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+// TestPluginExitsWithHost kills a host process with SIGKILL, so it cannot
+// stop its plugins, and checks that the plugins exit on their own.
+func TestPluginExitsWithHost(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+pluginDir(t, "storage-local", "panicky"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var pidfds []int
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "ready" {
+		pid, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			t.Fatalf("helper host said %q", sc.Text())
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Skipf("pidfd_open: %v", err)
+		}
+		defer unix.Close(fd)
+		pidfds = append(pidfds, fd)
+	}
+	if len(pidfds) != 2 {
+		t.Fatalf("helper host started %d plugins, want 2", len(pidfds))
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	// A pidfd becomes readable when its process exits. The bound only
+	// keeps a broken build from hanging the test.
+	for _, fd := range pidfds {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, int((time.Minute).Milliseconds()))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				t.Fatalf("a plugin still runs a minute after its host was killed")
+			}
+			break
+		}
+	}
+}
