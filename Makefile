@@ -5,7 +5,8 @@ CAIRN     := $(BIN)/cairn
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 DEMO_FLAGS  ?=
-BENCH_BYTES ?= 200MB
+BENCH_BYTES ?= 1GB
+PLUGIN_BENCH_BYTES ?= 1GiB
 TEST_TIMEOUT ?= 25m
 PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto
 
@@ -51,7 +52,8 @@ test-short:
 
 ## bench: throughput of backup and restore against a plain copy of the stores, plus micro-benchmarks.
 bench: build
-	./$(CAIRN) bench --bytes $(BENCH_BYTES)
+	./$(CAIRN) bench --bytes $(BENCH_BYTES) --bench-plugins $(BIN)/plugins
+	CAIRN_BENCH_BYTES=$(PLUGIN_BENCH_BYTES) $(GO) test -run '^$$' -bench . -benchtime 2x ./plugins/storage-local/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./core/mvcc/ ./core/workload/movr/
 
 lint:

@@ -31,6 +31,7 @@ so cp -r moves about three times the logical bytes.`,
 			&cli.IntFlag{Name: "rows", Usage: "load this many rows instead of --bytes"},
 			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "dataset seed"},
 			&cli.StringFlag{Name: "dir", Usage: "work directory (default: a temporary one, removed afterwards)"},
+			&cli.StringFlag{Name: "bench-plugins", Usage: "directory holding the storage-local plugin: also compare a file:// backup through it with the same backup in process"},
 			nodesFlag, verboseFlag,
 		},
 		Action: runBench,
@@ -63,13 +64,13 @@ func runBench(c *cli.Context) error {
 		defer os.RemoveAll(dir)
 	}
 	clusterDir := filepath.Join(dir, "cluster")
-	open := func() (*server.Server, error) {
+	open := func(pluginDir string) (*server.Server, error) {
 		return server.StartLocal(ctx, server.Config{
 			Dir: clusterDir, Nodes: c.Int("nodes"), Logger: logger(c), RegionOf: movr.RegionOfKey,
-			AdoptInterval: 200 * time.Millisecond,
+			AdoptInterval: 200 * time.Millisecond, PluginDir: pluginDir,
 		})
 	}
-	srv, err := open()
+	srv, err := open("")
 	if err != nil {
 		return err
 	}
@@ -121,10 +122,10 @@ func runBench(c *cli.Context) error {
 	rows = append(rows, row{"cp -r of the stores (+sync)", time.Since(t0).Seconds(), storeBytes, fmt.Sprintf("%d stores, every row x3 replicas", len(stores))})
 	os.RemoveAll(copyDir)
 
-	if srv, err = open(); err != nil {
+	if srv, err = open(""); err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer func() { srv.Close() }()
 
 	run := func(what, stmt string) error {
 		t := time.Now()
@@ -145,6 +146,25 @@ func runBench(c *cli.Context) error {
 		return err
 	}
 	rows[len(rows)-1].comment = "ingested into 3 replicas"
+
+	// The same backup through a storage plugin out of process, against the
+	// same local-store code in process, both to file://.
+	if pluginDir := c.String("bench-plugins"); pluginDir != "" {
+		inproc := filepath.Join(dir, "file-inproc")
+		if err := run("BACKUP to file:// in process", fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", inproc)); err != nil {
+			return err
+		}
+		rows[len(rows)-1].comment = "core/cloud/local in the node's process"
+		srv.Close()
+		if srv, err = open(pluginDir); err != nil {
+			return err
+		}
+		viaPlugin := filepath.Join(dir, "file-plugin")
+		if err := run("BACKUP to file:// via plugin", fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", viaPlugin)); err != nil {
+			return err
+		}
+		rows[len(rows)-1].comment = fmt.Sprintf("the same store served by the storage-local plugin; %.2fx the in-process backup", rows[len(rows)-2].secs/rows[len(rows)-1].secs)
+	}
 
 	fmt.Fprintf(out, "cairn bench: %d nodes, movr %s logical (%d rows)\n\n", len(srv.Nodes), humanBytes(stats.Bytes), stats.Rows)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
