@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -67,7 +68,13 @@ func planPieces(ctx context.Context, env *Env, filter locality.Locality, pieces 
 	pol := env.policy()
 	as, err := pol.Plan(ctx, req)
 	if err != nil {
-		return nil, jobs.MarkPermanent(fmt.Errorf("planning with the %s execution policy: %w", pol.Name(), err))
+		err = fmt.Errorf("planning with the %s execution policy: %w", pol.Name(), err)
+		// A policy that refuses the request is final; a plugin that could
+		// not answer (crashed, restarting) is worth another try.
+		if errors.Is(err, locality.ErrInvalid) || errors.Is(err, locality.ErrUnimplemented) {
+			return nil, jobs.MarkPermanent(err)
+		}
+		return nil, jobs.MarkRetryable(err)
 	}
 	if len(as) != len(pieces) {
 		return nil, jobs.MarkPermanent(fmt.Errorf("planning with the %s execution policy: %d assignments for %d spans", pol.Name(), len(as), len(pieces)))

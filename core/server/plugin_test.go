@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/cairnbackup/cairn/sdk/locality/rules"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,9 +45,12 @@ func storagePluginDir(t *testing.T) string {
 			return
 		}
 		pluginDir = filepath.Join(pluginTmp, "plugins")
-		out, err := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "storage-local"), "../../plugins/storage-local").CombinedOutput()
-		if err != nil {
-			pluginErr = fmt.Errorf("building storage-local: %v\n%s", err, out)
+		for _, name := range []string{"storage-local", "locality"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(pluginDir, name), "../../plugins/"+name).CombinedOutput()
+			if err != nil {
+				pluginErr = fmt.Errorf("building %s: %v\n%s", name, err, out)
+				return
+			}
 		}
 	})
 	if pluginErr != nil {
@@ -95,10 +99,15 @@ func (tc *testCluster) pluginPIDs() []int {
 // plugin process, and restores to the same fingerprint.
 func TestBackupRestoreThroughStoragePlugin(t *testing.T) {
 	tc := startWithPlugins(t, 3, backup.Knobs{}, 300)
-	if pids := tc.pluginPIDs(); len(pids) != 3 {
-		t.Fatalf("plugin processes %v, want one per node", pids)
+	if pids := tc.pluginPIDs(); len(pids) != 6 {
+		t.Fatalf("plugin processes %v, want two per node (storage-local and locality)", pids)
 	}
 	for _, n := range tc.Nodes {
+		// Jobs are planned by the locality plugin's policy, not the
+		// in-process rules.
+		if _, inProcess := n.Env.Policy.(rules.Default); n.Env.Policy == nil || inProcess {
+			t.Fatalf("node %d plans with %T, want the locality plugin's policy", n.Node.ID, n.Env.Policy)
+		}
 		if !strings.Contains(fmt.Sprintf("%v", n.Env.Cloud.Schemes()), "file") {
 			t.Fatalf("node %d offers %v", n.Node.ID, n.Env.Cloud.Schemes())
 		}

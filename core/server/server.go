@@ -39,6 +39,10 @@ type Config struct {
 	LivenessTTL    int
 	// Knobs are testing hooks given to every node's backup environment.
 	Knobs backup.Knobs
+	// ExecutionPolicy names the locality plugin's policy that plans jobs
+	// ("default" when empty); without a locality plugin the default rules
+	// run in-process.
+	ExecutionPolicy string
 	// PluginDir holds plugin binaries (cairn --plugin-dir); "" means none.
 	// Every node starts its own processes of them: data never crosses
 	// nodes through a plugin.
@@ -76,6 +80,9 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.ExecutionPolicy == "" {
+		cfg.ExecutionPolicy = "default"
+	}
 	if cfg.AdoptInterval <= 0 {
 		cfg.AdoptInterval = time.Second
 	}
@@ -103,6 +110,11 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 			hosts[n.ID] = host
 			env := backup.NewEnv(n, host)
 			env.Knobs = cfg.Knobs
+			// A locality plugin, when installed, plans the node's jobs;
+			// otherwise the same rules run in-process.
+			if p, ok := host.Policy(cfg.ExecutionPolicy); ok {
+				env.Policy = p
+			}
 			envs[n.ID] = env
 			backup.RegisterProcessor(s, env)
 			restore.RegisterProcessor(s, env)
