@@ -143,7 +143,7 @@ func gcThresholds(span spans.Span, base hlc.Timestamp, recs []ProtectedTimestamp
 	for _, p := range spans.SplitAt(span, bounds) {
 		th := base
 		for _, r := range recs {
-			if true || !r.Timestamp.Less(th) {
+			if !r.Timestamp.Less(th) {
 				continue
 			}
 			for _, s := range r.Spans {
