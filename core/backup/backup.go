@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cairnbackup/cairn/core/cluster"
 	"github.com/cairnbackup/cairn/core/collection"
 	"github.com/cairnbackup/cairn/core/hlc"
@@ -188,6 +191,16 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 		log.Info("resuming from checkpoint", "done_spans", len(done), "files", len(allFiles))
 	}
 
+	// Spans planned on nodes that died since are planned again on live
+	// ones; the rest of the plan stands.
+	if changed, err := replanDead(ctx, env, &prog, done); err != nil {
+		return err
+	} else if changed {
+		if err := job.SetProgress(ctx, job.Record().Fraction, prog); err != nil {
+			return err
+		}
+	}
+
 	cpState := &checkpointer{store: store, dir: prog.Subdir, spec: spec, prog: prog, job: job, done: done, files: allFiles, every: spec.CheckpointEvery}
 	if cpState.every <= 0 {
 		cpState.every = 5 * time.Second
@@ -253,7 +266,7 @@ func (r *Resumer) resolve(ctx context.Context, job *jobs.Job, spec Spec, store s
 		}
 		for _, rd := range rds {
 			if p, ok := rd.Span().Intersect(ts); ok {
-				pieces = append(pieces, piece{span: p, rd: rd})
+				pieces = append(pieces, piece{index: len(pieces), span: p, rd: rd})
 			}
 		}
 	}
@@ -426,7 +439,14 @@ func (r *Resumer) runOne(ctx context.Context, node int32, spec Spec, prog Progre
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("backup processor on node %d: %w", node, err)
+			err = fmt.Errorf("backup processor on node %d: %w", node, err)
+			// A processor whose node went away (or that timed out) is
+			// retried: the next run re-plans a dead node's spans.
+			switch status.Code(errors.Unwrap(err)) {
+			case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted, codes.Canceled:
+				return jobs.MarkRetryable(err)
+			}
+			return err
 		}
 		if err := cp.add(ctx, p); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cairnbackup/cairn/core/cluster"
 	"github.com/cairnbackup/cairn/core/jobs"
+	"github.com/cairnbackup/cairn/core/manifest/manifestpb"
 	"github.com/cairnbackup/cairn/core/spans"
 	"github.com/cairnbackup/cairn/sdk/locality"
 	"github.com/cairnbackup/cairn/sdk/locality/rules"
@@ -15,8 +16,9 @@ import (
 
 // piece is one span of a job cut at range boundaries, with its range.
 type piece struct {
-	span spans.Span
-	rd   cluster.RangeDesc
+	index int
+	span  spans.Span
+	rd    cluster.RangeDesc
 }
 
 // liveNodes returns the live nodes with their localities, by id.
@@ -65,6 +67,7 @@ func planPieces(ctx context.Context, env *Env, filter locality.Locality, pieces 
 	for i, p := range pieces {
 		req.Spans = append(req.Spans, locality.SpanRange{Index: i, Replicas: p.rd.Replicas, Leaseholder: p.rd.Leaseholder})
 	}
+
 	pol := env.policy()
 	as, err := pol.Plan(ctx, req)
 	if err != nil {
@@ -91,7 +94,7 @@ func planPieces(ctx context.Context, env *Env, filter locality.Locality, pieces 
 		if !live[a.Executor] || !containsNode(pieces[i].rd.Replicas, a.ReadFrom) {
 			return nil, jobs.MarkPermanent(fmt.Errorf("planning with the %s execution policy: span %d assigned to node %d reading node %d, which is not a live node reading a replica", pol.Name(), i, a.Executor, a.ReadFrom))
 		}
-		byNode[a.Executor] = append(byNode[a.Executor], PlannedSpan{Index: i, Span: pieces[i].span, ReadFrom: a.ReadFrom})
+		byNode[a.Executor] = append(byNode[a.Executor], PlannedSpan{Index: pieces[i].index, Span: pieces[i].span, ReadFrom: a.ReadFrom})
 	}
 	var plan []Assignment
 	for n, ss := range byNode {
@@ -108,4 +111,57 @@ func containsNode(ids []int32, id int32) bool {
 		}
 	}
 	return false
+}
+
+// replanDead moves the unfinished spans of prog's plan whose executing
+// node or read replica is no longer live onto live nodes, asking the
+// execution policy again for just those spans. It reports whether the
+// plan changed; the caller persists it.
+func replanDead(ctx context.Context, env *Env, prog *Progress, done map[int][]*manifestpb.File) (bool, error) {
+	live, err := env.Node.Meta.LiveNodes(ctx)
+	if err != nil {
+		return false, jobs.MarkRetryable(err)
+	}
+	var moved []piece
+	var keep []Assignment
+	for _, a := range prog.Plan {
+		var stay []PlannedSpan
+		for _, ps := range a.Spans {
+			if _, ok := done[ps.Index]; ok || (live[a.Node] && live[ps.ReadFrom]) {
+				stay = append(stay, ps)
+				continue
+			}
+			rds, err := env.Node.Ranges(ctx, ps.Span)
+			if err != nil || len(rds) != 1 {
+				return false, jobs.MarkRetryable(fmt.Errorf("finding the range of span %d: %v", ps.Index, err))
+			}
+			moved = append(moved, piece{index: ps.Index, span: ps.Span, rd: rds[0]})
+		}
+		if len(stay) > 0 {
+			keep = append(keep, Assignment{Node: a.Node, Spans: stay})
+		}
+	}
+	if len(moved) == 0 {
+		return false, nil
+	}
+	extra, err := planPieces(ctx, env, locality.Locality{}, moved)
+	if err != nil {
+		return false, err
+	}
+	byNode := map[int32]int{}
+	for i, a := range keep {
+		byNode[a.Node] = i
+	}
+	for _, a := range extra {
+		if i, ok := byNode[a.Node]; ok {
+			keep[i].Spans = append(keep[i].Spans, a.Spans...)
+			continue
+		}
+		byNode[a.Node] = len(keep)
+		keep = append(keep, a)
+	}
+	sort.Slice(keep, func(i, j int) bool { return keep[i].Node < keep[j].Node })
+	env.Logger.Info("re-planned spans of dead nodes", "spans", len(moved))
+	prog.Plan = keep
+	return true, nil
 }

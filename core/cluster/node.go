@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cairnbackup/cairn/core/cluster/clusterpb"
@@ -55,6 +56,12 @@ type Config struct {
 	// GCInterval and GCTTL run RunGC(GCTTL) every GCInterval while the
 	// node runs; garbage collection is off unless both are positive.
 	GCInterval, GCTTL time.Duration
+	// ServerCreds and ClientCreds secure node-to-node gRPC (see
+	// LoadTLS); nil means plaintext (--insecure).
+	ServerCreds, ClientCreds credentials.TransportCredentials
+	// ServerOptions are extra options of the node's gRPC server
+	// (interceptors).
+	ServerOptions []grpc.ServerOption
 }
 
 // Node is one member of the reference cluster.
@@ -85,6 +92,9 @@ type Node struct {
 	// stopped; both are nil when the runner is off.
 	gcStop context.CancelFunc
 	gcDone chan struct{}
+	// leaseStop ends the loop that moves dead nodes' leases.
+	leaseStop context.CancelFunc
+	leaseDone chan struct{}
 }
 
 // Start opens the node's store, serves its gRPC API and registers it in
@@ -125,7 +135,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("starting node %d: listening: %w", cfg.ID, err)
 	}
 	n.lis = lis
-	n.server = grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
+	sopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, cfg.ServerOptions...)
+	if cfg.ServerCreds != nil {
+		sopts = append(sopts, grpc.Creds(cfg.ServerCreds))
+	}
+	n.server = grpc.NewServer(sopts...)
 	clusterpb.RegisterNodeServer(n.server, &nodeServer{n: n})
 	if cfg.Services != nil {
 		cfg.Services(n.server, n)
@@ -146,6 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Stop()
 		return nil, fmt.Errorf("starting node %d: recording liveness: %w", cfg.ID, err)
 	}
+	leaseCtx, leaseStop := context.WithCancel(context.WithoutCancel(ctx))
+	n.leaseStop, n.leaseDone = leaseStop, make(chan struct{})
+	go n.leaseLoop(leaseCtx, n.leaseDone)
 	if cfg.GCInterval > 0 && cfg.GCTTL > 0 {
 		gcCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		n.gcStop, n.gcDone = stop, make(chan struct{})
@@ -167,6 +184,10 @@ func (n *Node) AuxDir() string { return n.cfg.AuxDir }
 // closes its store. Safe to call more than once.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
+		if n.leaseStop != nil {
+			n.leaseStop()
+			<-n.leaseDone
+		}
 		if n.gcStop != nil {
 			n.gcStop()
 			<-n.gcDone // the runner uses the store
@@ -195,7 +216,11 @@ func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := n.cfg.ClientCreds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	c, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("dialing node %d at %s: %w", id, nd.Addr, err)
@@ -263,6 +288,36 @@ func (n *Node) Write(ctx context.Context, ops []Op) error {
 }
 
 func (n *Node) writeRange(ctx context.Context, rd RangeDesc, ops []*clusterpb.KVOp) error {
+	var lastErr error
+	backoff := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := n.writeRangeOnce(ctx, rd, ops)
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		// The leaseholder may be gone: its lease moves to a live replica
+		// once its liveness expires. Reload the descriptor and try again,
+		// for about twice a liveness TTL.
+		if ctx.Err() != nil || attempt >= 40 {
+			return lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return lastErr
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+		n.ranges.invalidate()
+		fresh, lerr := n.ranges.byID(ctx, rd.RangeID)
+		if lerr != nil {
+			return fmt.Errorf("%w (and reloading range %d: %v)", lastErr, rd.RangeID, lerr)
+		}
+		rd = fresh
+	}
+}
+
+func (n *Node) writeRangeOnce(ctx context.Context, rd RangeDesc, ops []*clusterpb.KVOp) error {
 	cl, err := n.NodeClient(ctx, rd.Leaseholder)
 	if err != nil {
 		return err
@@ -326,12 +381,27 @@ func leaseholders(rds []RangeDesc) []int32 {
 // Scan calls fn for each visible row of span at ts, reading each range
 // from its leaseholder after closing ts there.
 func (n *Node) Scan(ctx context.Context, span spans.Span, ts hlc.Timestamp, fn func(key, value []byte) error) error {
-	rds, err := n.Ranges(ctx, span)
-	if err != nil {
-		return err
-	}
-	if err := n.CloseOn(ctx, leaseholders(rds), ts); err != nil {
-		return err
+	// Closing ts needs every leaseholder; one that died is replaced within
+	// about a liveness TTL, so retry for a while before giving up.
+	var rds []RangeDesc
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var err error
+		if rds, err = n.Ranges(ctx, span); err != nil {
+			return err
+		}
+		if err = n.CloseOn(ctx, leaseholders(rds), ts); err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt >= 30 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 	for _, rd := range rds {
 		sub, ok := rd.Span().Intersect(span)
@@ -510,19 +580,39 @@ func (s *nodeServer) Write(ctx context.Context, req *clusterpb.WriteRequest) (*c
 		n.cond.Broadcast()
 		n.mu.Unlock()
 	}()
+	// A node whose liveness session ended may have lost its leases to
+	// other replicas: it must not accept writes any more.
+	if n.Session != nil {
+		select {
+		case <-n.Session.Done():
+			return nil, fmt.Errorf("writing to range %d: node %d is no longer live", req.RangeId, n.ID)
+		default:
+		}
+	}
 	rd, err := n.ranges.byID(ctx, req.RangeId)
 	if err != nil {
 		return nil, err
 	}
 	if rd.Leaseholder != n.ID {
+		// The lease may have just moved here.
+		n.ranges.invalidate()
+		if rd, err = n.ranges.byID(ctx, req.RangeId); err != nil {
+			return nil, err
+		}
+	}
+	if rd.Leaseholder != n.ID {
 		return nil, fmt.Errorf("writing to range %d: node %d is not its leaseholder (node %d is)", rd.RangeID, n.ID, rd.Leaseholder)
 	}
 	apply := &clusterpb.ApplyRequest{RangeId: req.RangeId, Ts: req.Ts, Ops: req.Ops}
-	errs := make(chan error, len(rd.Replicas))
+	type result struct {
+		id  int32
+		err error
+	}
+	results := make(chan result, len(rd.Replicas))
 	for _, id := range rd.Replicas {
 		go func(id int32) {
 			if id == n.ID {
-				errs <- n.applyLocal(apply)
+				results <- result{id, n.applyLocal(apply)}
 				return
 			}
 			cl, err := n.NodeClient(ctx, id)
@@ -532,15 +622,28 @@ func (s *nodeServer) Write(ctx context.Context, req *clusterpb.WriteRequest) (*c
 			if err != nil {
 				err = fmt.Errorf("replicating to node %d: %w", id, err)
 			}
-			errs <- err
+			results <- result{id, err}
 		}(id)
 	}
-	var all []error
+	failed := map[int32]error{}
 	for range rd.Replicas {
-		all = append(all, <-errs)
+		if r := <-results; r.err != nil {
+			failed[r.id] = r.err
+		}
 	}
-	if err := errors.Join(all...); err != nil {
-		return nil, err
+	if len(failed) > 0 {
+		// A replica on a dead node is left behind (the reference cluster
+		// has no replica recovery); every live replica must have the write.
+		live, err := n.Meta.LiveNodes(ctx)
+		var errs []error
+		for id, ferr := range failed {
+			if err != nil || live[id] {
+				errs = append(errs, ferr)
+			}
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
 	}
 	return &clusterpb.WriteResponse{}, nil
 }

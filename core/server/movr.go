@@ -43,7 +43,7 @@ func (s *Server) CreateMovr(ctx context.Context, name string) (map[string]uint32
 		}
 		tables = append(tables, td)
 	}
-	place, err := s.Cluster.Placement(ctx)
+	place, err := s.placement(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,10 @@ func (s *Server) Close() error {
 		n.Registry.Stop()
 	}
 	s.cancel()
-	err := s.Cluster.Close()
+	var err error
+	if s.Cluster != nil {
+		err = s.Cluster.Close()
+	}
 	for _, h := range s.hosts {
 		h.Close()
 	}

@@ -412,3 +412,54 @@ func TestPrivilegesAndUnsupportedOptions(t *testing.T) {
 }
 
 var _ = atomic.Int64{}
+
+// TestBackupSurvivesProcessorNodeDeath stops a node that runs part of a
+// backup's export (not the coordinator, not the gateway) while its
+// processor is mid-span. The job re-plans that node's spans onto live
+// replicas and completes, and the restore equals the source.
+func TestBackupSurvivesProcessorNodeDeath(t *testing.T) {
+	g := newGate(3)
+	tc := start(t, 6, backup.Knobs{BeforeExportSpan: g.hook}, 1500)
+	res := tc.exec("BACKUP DATABASE movr INTO 'nodelocal://1/node-death' WITH detached")
+	<-g.reached
+	var prog backup.Progress
+	rec := tc.wait(res.JobID, func(r jobs.Record) bool {
+		prog = backup.Progress{}
+		if len(r.Progress) > 0 {
+			decodeJSON(t, r.Progress, &prog)
+		}
+		return prog.Resolved && r.ClaimNode != 0
+	})
+	victim := int32(0)
+	for _, a := range prog.Plan {
+		if a.Node != rec.ClaimNode && a.Node != 1 && len(a.Spans) > 0 {
+			for _, ps := range a.Spans {
+				if ps.Index >= 3 {
+					victim = a.Node
+				}
+			}
+		}
+	}
+	if victim == 0 {
+		t.Fatalf("no node besides the coordinator %d and the gateway has held-up spans: %+v", rec.ClaimNode, prog.Plan)
+	}
+	n := tc.Node(victim)
+	n.Registry.Stop()
+	n.Node.Stop()
+	close(g.release)
+	rec = tc.wait(res.JobID, func(r jobs.Record) bool { return r.State.Terminal() })
+	if rec.State != jobs.StateSucceeded {
+		t.Fatalf("job ended %s: %s", rec.State, rec.Error)
+	}
+	decodeJSON(t, rec.Progress, &prog)
+	for _, a := range prog.Plan {
+		if a.Node == victim {
+			for _, ps := range a.Spans {
+				if ps.Index >= 3 {
+					t.Fatalf("span %d is still planned on the dead node %d", ps.Index, victim)
+				}
+			}
+		}
+	}
+	tc.assertRestoredEqual("nodelocal://1/node-death", "movr_after_death")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -34,6 +35,10 @@ const (
 	// resets the client's connection instead of relaying the reply: the
 	// client cannot tell whether its request took effect.
 	FaultLoseReply
+	// FaultCutBody forwards the request and relays the reply, but breaks
+	// the connection halfway through the body of a GET. Counted only
+	// when applied (a reply with a body of 2 bytes or more).
+	FaultCutBody
 	numFaults
 )
 
@@ -49,6 +54,8 @@ func (f Fault) String() string {
 		return "delay"
 	case FaultLoseReply:
 		return "lose-reply"
+	case FaultCutBody:
+		return "cut-body"
 	}
 	return fmt.Sprintf("fault(%d)", int(f))
 }
@@ -88,7 +95,10 @@ type FaultProxy struct {
 
 var errLoseReply = errors.New("faultproxy: losing the reply")
 
-type loseReplyKey struct{}
+type (
+	loseReplyKey struct{}
+	cutBodyKey   struct{}
+)
 
 // StartFaultProxy starts a proxy to target (e.g. MinIO's endpoint), closed
 // when the test ends. The Host header is passed through unchanged, so
@@ -121,15 +131,21 @@ func StartFaultProxy(t testing.TB, target string, cfg FaultConfig) *FaultProxy {
 		t.Fatalf("starting fault proxy: all weights are zero")
 	}
 	p.proxy = &httputil.ReverseProxy{
+		ErrorLog: log.New(io.Discard, "", 0), // the faults are the point
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
 			r.Out.Host = r.In.Host
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if resp.Request.Context().Value(loseReplyKey{}) != nil {
+			ctx := resp.Request.Context()
+			if ctx.Value(loseReplyKey{}) != nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				return errLoseReply
+			}
+			if ctx.Value(cutBodyKey{}) != nil && resp.Request.Method == http.MethodGet && resp.ContentLength >= 2 {
+				p.counts[FaultCutBody].Add(1)
+				resp.Body = &cutReader{ReadCloser: resp.Body, left: resp.ContentLength / 2}
 			}
 			return nil
 		},
@@ -201,7 +217,7 @@ func (p *FaultProxy) decide() (Fault, time.Duration) {
 func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
 	f, delay := p.decide()
-	if f >= 0 {
+	if f >= 0 && f != FaultCutBody {
 		p.counts[f].Add(1)
 	}
 	switch f {
@@ -226,6 +242,8 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case FaultLoseReply:
 		r = r.WithContext(context.WithValue(r.Context(), loseReplyKey{}, true))
+	case FaultCutBody:
+		r = r.WithContext(context.WithValue(r.Context(), cutBodyKey{}, true))
 	}
 	p.proxy.ServeHTTP(w, r)
 }
@@ -253,4 +271,25 @@ func reset(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	conn.Close()
+}
+
+// cutReader fails after left bytes; the reverse proxy then aborts the
+// reply mid-body, closing the client's connection.
+type cutReader struct {
+	io.ReadCloser
+	left int64
+}
+
+var errCutBody = errors.New("faultproxy: cutting the body")
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errCutBody
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.ReadCloser.Read(p)
+	c.left -= int64(n)
+	return n, err
 }

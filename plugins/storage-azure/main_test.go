@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	goplugin "github.com/hashicorp/go-plugin"
+
 	"github.com/cairnbackup/cairn/internal/testservers"
 	"github.com/cairnbackup/cairn/sdk/plugin"
 	"github.com/cairnbackup/cairn/sdk/storage"
 	"github.com/cairnbackup/cairn/sdk/storage/storagetest"
-
-	goplugin "github.com/hashicorp/go-plugin"
 )
 
 var pluginBin string
@@ -57,7 +57,8 @@ func TestConformanceOverPlugin(t *testing.T) {
 			NewStore: func(t *testing.T) storage.Store {
 				return storagetest.OverPlugin(t, pluginBin, az.URI(az.NewContainer(t)))
 			},
-			SkipLarge: true,
+			SkipLarge:   true,
+			ManyObjects: 1100, // more than the store's 1000-entry pages
 		})
 	})
 	t.Run("Prefixed", func(t *testing.T) {
@@ -65,7 +66,8 @@ func TestConformanceOverPlugin(t *testing.T) {
 			NewStore: func(t *testing.T) storage.Store {
 				return storagetest.OverPlugin(t, pluginBin, az.URI(az.NewContainer(t)+"/tenant/7"))
 			},
-			SkipLarge: true,
+			SkipLarge:   true,
+			ManyObjects: 1100, // more than the store's 1000-entry pages
 		})
 	})
 }

@@ -56,7 +56,7 @@ type Provider struct {
 	Logger *slog.Logger
 
 	// For tests: block size, listing page size, and the SDK's retry
-	// policy (nil: DefaultRetry).
+	// policy (nil: defaultRetry).
 	blockSize int
 	pageSize  int32
 	retry     *policy.RetryOptions
@@ -64,11 +64,11 @@ type Provider struct {
 
 var _ storage.Provider = Provider{}
 
-// DefaultRetry is the retry policy of every store: exponential backoff
+// defaultRetry is the retry policy of every store: exponential backoff
 // with jitter on throttling, 5xx answers and connection errors, bounded
 // in attempts. Not found, permission denied and precondition failures are
 // never retried.
-var DefaultRetry = policy.RetryOptions{
+var defaultRetry = policy.RetryOptions{
 	MaxRetries:    5,
 	RetryDelay:    200 * time.Millisecond,
 	MaxRetryDelay: 10 * time.Second,
@@ -93,7 +93,7 @@ func (p Provider) OpenConfig(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	retry := DefaultRetry
+	retry := defaultRetry
 	if p.retry != nil {
 		retry = *p.retry
 	}
@@ -295,16 +295,16 @@ func (s *Store) List(ctx context.Context, opts storage.ListOptions, fn func(stor
 	}
 	root := s.rootPrefix()
 	prefix := root + opts.Prefix
-	// floor is the greatest name reported or skipped so far: entries are
-	// reported only above it, which applies StartAfter and drops a common
-	// prefix repeated across pages.
-	floor := opts.StartAfter
+	// StartAfter is applied here; last drops a common prefix that the
+	// service repeats at the end of one page and the start of the next.
+	// Entries are otherwise passed on in the service's order.
+	var last string
 	emit := func(o storage.ObjectInfo) error {
 		o.Name = strings.TrimPrefix(o.Name, root)
-		if o.Name <= floor {
+		if o.Name <= opts.StartAfter || o.Name == last {
 			return nil
 		}
-		floor = o.Name
+		last = o.Name
 		return fn(o)
 	}
 	item := func(b *container.BlobItem) storage.ObjectInfo {

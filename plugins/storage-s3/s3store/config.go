@@ -93,14 +93,18 @@ func (c Config) secrets() []string {
 // storage.ErrInvalidArgument and names parameters, never their values.
 func ParseURI(uri string) (Config, error) {
 	shown := redact.URIString(uri)
+	// Errors show the URI without its query: an unknown or misspelt
+	// parameter may hold a secret that redaction does not recognise.
+	where := "an s3 URI"
 	invalid := func(format string, args ...any) error {
-		return fmt.Errorf("parsing %s: %s: %w", shown, fmt.Sprintf(format, args...), storage.ErrInvalidArgument)
+		return fmt.Errorf("parsing %s: %s: %w", where, fmt.Sprintf(format, args...), storage.ErrInvalidArgument)
 	}
 	u, err := url.Parse(uri)
 	if err != nil {
 		// url's error quotes the whole URI, secrets included.
 		return Config{}, invalid("not a valid URI")
 	}
+	where = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	if !strings.EqualFold(u.Scheme, "s3") {
 		return Config{}, invalid("scheme %q is not s3", u.Scheme)
 	}

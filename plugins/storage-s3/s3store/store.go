@@ -92,9 +92,10 @@ func (p Provider) Open(ctx context.Context, uri string) (storage.Store, error) {
 
 // Store is an opened s3:// location.
 type Store struct {
-	cfg    Config
-	client *s3.Client
-	logger *slog.Logger
+	cfg     Config
+	client  *s3.Client
+	logger  *slog.Logger
+	sniffer serverSniffer
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -141,6 +142,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, httpClient *http.
 		if httpClient != nil {
 			o.HTTPClient = httpClient
 		}
+		o.APIOptions = append(o.APIOptions, s.sniffer.middleware)
 	})
 	return s, nil
 }
@@ -219,22 +221,76 @@ func (s *Store) Read(ctx context.Context, name string, offset, length int64) (io
 		}
 		return nil, s.errorf("reading", name, err)
 	}
-	return &reader{s: s, name: name, body: out.Body}, nil
+	end := int64(-1)
+	if length > 0 {
+		end = offset + length
+	}
+	return &reader{s: s, ctx: ctx, name: name, etag: aws.ToString(out.ETag), pos: offset, end: end, body: out.Body}, nil
 }
 
-// reader classifies the errors of an object's body.
+// reader streams an object's body. When the connection breaks mid-body
+// it asks again for the rest, from where it stopped, of the same version
+// (If-Match on the ETag), up to maxAttempts times; then it fails with
+// ErrUnavailable, or with ErrNotFound if the object was replaced.
 type reader struct {
-	s    *Store
-	name string
-	body io.ReadCloser
+	s        *Store
+	ctx      context.Context
+	name     string
+	etag     string
+	pos, end int64 // end < 0: to the object's end
+	body     io.ReadCloser
+	resumes  int
 }
 
 func (r *reader) Read(p []byte) (int, error) {
-	n, err := r.body.Read(p)
-	if err != nil && err != io.EOF {
-		err = r.s.errorf("reading", r.name, err)
+	for {
+		n, err := r.body.Read(p)
+		r.pos += int64(n)
+		if err == nil || err == io.EOF {
+			return n, err
+		}
+		if contextError(err) != nil || r.ctx.Err() != nil || r.etag == "" || r.resumes >= maxAttempts {
+			return n, r.s.errorf("reading", r.name, err)
+		}
+		r.resumes++
+		r.s.logger.Debug("resuming a broken read", "object", r.s.where(r.name), "offset", r.pos, "error", r.s.scrub(err.Error()))
+		if rerr := r.reopen(); rerr != nil {
+			return n, rerr
+		}
+		if n > 0 {
+			return n, nil
+		}
 	}
-	return n, err
+}
+
+func (r *reader) reopen() error {
+	r.body.Close()
+	r.body = io.NopCloser(strings.NewReader(""))
+	in := &s3.GetObjectInput{
+		Bucket:  aws.String(r.s.cfg.Bucket),
+		Key:     aws.String(r.s.key(r.name)),
+		IfMatch: aws.String(r.etag),
+		Range:   aws.String(fmt.Sprintf("bytes=%d-", r.pos)),
+	}
+	if r.end >= 0 {
+		if r.pos >= r.end {
+			return nil
+		}
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", r.pos, r.end-1))
+	}
+	out, err := r.s.client.GetObject(r.ctx, in)
+	if err != nil {
+		if isRangeNotSatisfiable(err) {
+			return nil
+		}
+		err = r.s.errorf("resuming the read of", r.name, err)
+		if errors.Is(err, storage.ErrAlreadyExists) { // 412: replaced meanwhile
+			return fmt.Errorf("resuming the read of %s: the object was replaced: %w", r.s.where(r.name), storage.ErrNotFound)
+		}
+		return err
+	}
+	r.body = out.Body
+	return nil
 }
 
 func (r *reader) Close() error { return r.body.Close() }

@@ -116,7 +116,10 @@ func (w *writer) Close() error {
 	if err := w.ctx.Err(); err != nil {
 		return w.fail(fmt.Errorf("committing %s: %w", w.s.where(w.name), err))
 	}
-	var err error
+	err := w.s.checkConflicts(w.ctx, w.name)
+	if err != nil {
+		return w.fail(err)
+	}
 	if w.uploadID == "" {
 		err = w.putObject()
 	} else {
