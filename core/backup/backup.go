@@ -39,9 +39,11 @@ const JobType = "BACKUP"
 // Spec is a backup job's payload: everything decided when the statement
 // was accepted.
 type Spec struct {
-	// URI is the collection. It may hold credentials; descriptions show it
-	// redacted.
-	URI string `json:"uri"`
+	// URI is the collection, redacted when it holds credentials: the real
+	// URI is then a job secret (cluster.Meta.PutSecret) named by URISecret,
+	// so the job record never carries a credential.
+	URI       string `json:"uri"`
+	URISecret string `json:"uri_secret,omitempty"`
 	// Subdir is an explicit layer directory; empty chooses one from EndTime.
 	Subdir    string                 `json:"subdir,omitempty"`
 	EndTime   hlc.Timestamp          `json:"end_time"`
@@ -128,6 +130,9 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 		return err
 	}
 	env := r.env
+	if spec.URI, err = env.SecretURI(ctx, spec.URI, spec.URISecret); err != nil {
+		return err
+	}
 	log := env.Logger.With("job_id", job.ID())
 	store, err := env.Cloud.Open(ctx, spec.URI)
 	if err != nil {
@@ -511,6 +516,9 @@ func (r *Resumer) publish(ctx context.Context, job *jobs.Job, store storage.Stor
 	if err := collection.WriteLatest(ctx, store, prog.Subdir, time.Now()); err != nil {
 		return classify(fmt.Errorf("writing LATEST: %w", err))
 	}
+	if spec, _, err := decode(job.Record()); err == nil {
+		defer r.env.Node.Meta.DeleteSecret(context.WithoutCancel(ctx), spec.URISecret)
+	}
 	if err := collection.ReleaseLock(ctx, store, prog.Subdir, job.ID()); err != nil {
 		r.env.Logger.Warn("releasing backup lock", "job_id", job.ID(), "err", err)
 	}
@@ -531,8 +539,16 @@ func (r *Resumer) OnFailOrCancel(ctx context.Context, job *jobs.Job, cause error
 		return fmt.Errorf("releasing protected timestamp: %w", err)
 	}
 	spec, prog, err := decode(job.Record())
-	if err != nil || !prog.Resolved {
+	if err != nil {
 		return nil
+	}
+	// The job ends here: its credentials go with it.
+	defer r.env.Node.Meta.DeleteSecret(context.WithoutCancel(ctx), spec.URISecret)
+	if !prog.Resolved {
+		return nil
+	}
+	if spec.URI, err = r.env.SecretURI(ctx, spec.URI, spec.URISecret); err != nil {
+		return err
 	}
 	store, err := r.env.Cloud.Open(ctx, spec.URI)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cairnbackup/cairn/core/redact"
 	"github.com/cairnbackup/cairn/sdk/storage"
 )
 
@@ -113,56 +114,18 @@ func (r *Registry) Open(ctx context.Context, uri string) (storage.Store, error) 
 	return s, nil
 }
 
-// secretWords mark query parameters whose values redactURI hides; a
-// parameter is secret when its lowercased name contains one of them.
-var secretWords = []string{
-	"secret", "password", "passwd", "passphrase", "token", "key",
-	"credential", "signature", "sig", "auth", "session",
-}
-
-// redactURI returns uri with the values of secret-looking query
-// parameters and any user-info password replaced by "redacted". It keeps
-// the order and spelling of everything else. A URI that does not parse is
-// shown by its scheme alone, and an empty one as "".
-//
-// TODO: switch to core/redact's shared type once it lands.
+// redactURI shows uri with its secrets replaced (core/redact's rules). A
+// URI that does not parse is shown by its scheme alone, and an empty one
+// as "".
 func redactURI(uri string) string {
 	if uri == "" {
 		return `""`
 	}
-	u, err := url.Parse(uri)
-	if err != nil {
+	if _, err := url.Parse(uri); err != nil {
 		if i := strings.Index(uri, ":"); i > 0 && !strings.ContainsAny(uri[:i], "/?#@") {
 			return uri[:i] + ":<unparsable>"
 		}
 		return "<unparsable URI>"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "redacted")
-	}
-	if u.RawQuery != "" {
-		params := strings.Split(u.RawQuery, "&")
-		for i, p := range params {
-			k, _, hasValue := strings.Cut(p, "=")
-			name, err := url.QueryUnescape(k)
-			if err != nil {
-				name = k
-			}
-			if hasValue && secretParam(name) {
-				params[i] = k + "=redacted"
-			}
-		}
-		u.RawQuery = strings.Join(params, "&")
-	}
-	return u.String()
-}
-
-func secretParam(name string) bool {
-	name = strings.ToLower(name)
-	for _, w := range secretWords {
-		if strings.Contains(name, w) {
-			return true
-		}
-	}
-	return false
+	return redact.URI(uri)
 }

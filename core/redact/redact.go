@@ -26,7 +26,9 @@ const Redacted = "redacted"
 func IsSecretParam(name string) bool {
 	n := strings.ToUpper(name)
 	switch n {
-	case "CREDENTIALS", "KEY", "SECRET", "TOKEN", "PASSWORD", "PASSPHRASE":
+	case "CREDENTIALS", "KEY", "SECRET", "TOKEN", "PASSWORD", "PASSPHRASE",
+		// An Azure SAS token's signature.
+		"SIG", "SIGNATURE":
 		return true
 	}
 	if strings.HasSuffix(n, "_ID") || strings.HasSuffix(n, "_NAME") {

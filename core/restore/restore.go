@@ -38,8 +38,11 @@ const JobType = "RESTORE"
 
 // Spec is a restore job's payload.
 type Spec struct {
-	URI    string `json:"uri"`
-	Subdir string `json:"subdir"`
+	// URI is redacted when it holds credentials; URISecret then names the
+	// job secret holding the real one (see backup.Env.StashURI).
+	URI       string `json:"uri"`
+	URISecret string `json:"uri_secret,omitempty"`
+	Subdir    string `json:"subdir"`
 	// Database is the backed-up database to restore; NewName its name
 	// after the restore (Database when empty).
 	Database string `json:"database"`
@@ -119,6 +122,9 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 	if err != nil {
 		return err
 	}
+	if spec.URI, err = r.env.SecretURI(ctx, spec.URI, spec.URISecret); err != nil {
+		return err
+	}
 	m, err := LoadManifest(ctx, r.env, spec.URI, spec.Subdir)
 	if err != nil {
 		return permanent(fmt.Errorf("restoring from %s: %w", spec.Subdir, err))
@@ -146,7 +152,10 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 			res.Bytes += f.LogicalBytes
 		}
 	}
-	return job.SetResult(ctx, res)
+	if err := job.SetResult(ctx, res); err != nil {
+		return err
+	}
+	return r.env.Node.Meta.DeleteSecret(ctx, spec.URISecret)
 }
 
 func tableOf(key []byte) uint32 {
@@ -339,8 +348,12 @@ func (r *Resumer) ingest(ctx context.Context, job *jobs.Job, spec Spec, m *manif
 
 // OnFailOrCancel drops the half-restored database and clears its data.
 func (r *Resumer) OnFailOrCancel(ctx context.Context, job *jobs.Job, cause error) error {
-	_, prog, err := decode(job.Record())
-	if err != nil || !prog.Resolved {
+	spec, prog, err := decode(job.Record())
+	if err != nil {
+		return nil
+	}
+	defer r.env.Node.Meta.DeleteSecret(context.WithoutCancel(ctx), spec.URISecret)
+	if !prog.Resolved {
 		return nil
 	}
 	db, err := r.env.Node.Meta.Database(ctx, prog.DBName)

@@ -165,6 +165,9 @@ func (s *Server) execBackup(ctx context.Context, st *sql.Backup, opts ExecOption
 		return nil, err
 	}
 	store.Close()
+	if spec.URI, spec.URISecret, err = gw.Env.StashURI(ctx, spec.URI); err != nil {
+		return nil, err
+	}
 	return s.runJob(ctx, backup.JobType, st.String(), opts, spec, st.Options.Detached)
 }
 
@@ -301,6 +304,9 @@ func (s *Server) execRestore(ctx context.Context, st *sql.Restore, opts ExecOpti
 		return nil, fmt.Errorf("database %q already exists: restore with new_db_name = '...'", newName)
 	}
 	spec := restore.Spec{URI: st.URIs[0], Subdir: subdir, Database: db, NewName: o.NewDBName}
+	if spec.URI, spec.URISecret, err = gw.Env.StashURI(ctx, spec.URI); err != nil {
+		return nil, err
+	}
 	return s.runJob(ctx, restore.JobType, st.String(), opts, spec, o.Detached)
 }
 
