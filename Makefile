@@ -8,14 +8,16 @@ DEMO_FLAGS  ?=
 BENCH_BYTES ?= 1GB
 PLUGIN_BENCH_BYTES ?= 1GiB
 TEST_TIMEOUT ?= 25m
-PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto
+PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto core/server/serverpb/gateway.proto
 
 CACHE     := $(CURDIR)/.cache
 MINIO_VERSION    := v0.0.0-20260212201848-7aac2a2c5b7c
 FAKE_GCS_VERSION := v1.56.1
 AZURITE_VERSION  := 3.35.0
 
-.PHONY: all build demo test test-short bench lint proto proto-check protoc-installed clean test-servers
+CLUSTER_FLAGS ?= --insecure
+
+.PHONY: cluster cluster-down all build demo test test-short bench lint proto proto-check protoc-installed clean test-servers
 
 all: build
 
@@ -27,6 +29,14 @@ build:
 ## demo: build everything, then back up and restore movr on a 9-node in-process cluster.
 demo: build
 	./$(CAIRN) demo $(DEMO_FLAGS)
+
+## cluster: build, then start a local 9-node, 3-region cluster of `cairn start` processes (state in cairn-cluster/).
+cluster: build
+	./$(CAIRN) cluster up $(CLUSTER_FLAGS)
+
+## cluster-down: stop the processes of `make cluster`.
+cluster-down:
+	./$(CAIRN) cluster down
 
 ## test-servers: install MinIO, Azurite and fake-gcs-server into .cache (kept between runs).
 test-servers: $(CACHE)/bin/minio $(CACHE)/bin/fake-gcs-server $(CACHE)/npm/node_modules/.bin/azurite-blob

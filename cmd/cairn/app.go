@@ -66,9 +66,14 @@ Examples:
 			userCommand(),
 			benchCommand(),
 			pluginsCommand(),
+			startCommand(),
+			clusterCommand(),
+			nodeCommand(),
+			certCommand(),
 		},
 	}
 	withPluginDir(app.Commands)
+	withHostFlags(app.Commands, "")
 	return app
 }
 
@@ -203,6 +208,9 @@ URIs: nodelocal://<node id|self>/path, file:///absolute/path.`,
 		},
 		Action: func(c *cli.Context) error {
 			stmts := c.StringSlice("execute")
+			if c.String("host") != "" {
+				return remoteStatements(c, stmts)
+			}
 			for _, s := range stmts {
 				if _, err := sql.Parse(s); err != nil {
 					return err
@@ -265,6 +273,9 @@ The backup lands in a subdirectory named by its end time, e.g. 2026/11/25-101500
 }
 
 func runStatement(c *cli.Context, stmt string) error {
+	if c.String("host") != "" {
+		return remoteStatements(c, []string{stmt})
+	}
 	if _, err := sql.Parse(stmt); err != nil {
 		return err
 	}
@@ -440,6 +451,9 @@ func workloadCommand() *cli.Command {
 				if c.NArg() != 1 || c.Args().First() != "movr" {
 					return fmt.Errorf("%s: unknown workload %q: the only workload is movr", commandName(c), strings.Join(c.Args().Slice(), " "))
 				}
+				if c.String("host") != "" {
+					return remoteWorkloadInit(c)
+				}
 				cfg, err := movrConfig(c)
 				if err != nil {
 					return err
@@ -521,6 +535,9 @@ func fingerprintCommand() *cli.Command {
 			dataDirFlag, nodesFlag, verboseFlag,
 		},
 		Action: func(c *cli.Context) error {
+			if c.String("host") != "" {
+				return remoteFingerprint(c)
+			}
 			srv, err := openCluster(c)
 			if err != nil {
 				return err

@@ -150,6 +150,12 @@ func runBench(c *cli.Context) error {
 	// The same backup through a storage plugin out of process, against the
 	// same local-store code in process, both to file://.
 	if pluginDir := c.String("bench-plugins"); pluginDir != "" {
+		// Both start from a freshly opened cluster, so neither gets warmer
+		// caches than the other.
+		srv.Close()
+		if srv, err = open(""); err != nil {
+			return err
+		}
 		inproc := filepath.Join(dir, "file-inproc")
 		if err := run("BACKUP to file:// in process", fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", inproc)); err != nil {
 			return err

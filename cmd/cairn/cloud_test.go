@@ -167,7 +167,7 @@ func TestAzureEndToEnd(t *testing.T) {
 
 func TestGCSEndToEnd(t *testing.T) {
 	g := testservers.StartFakeGCS(t)
-	uri := fmt.Sprintf("gs://%s/backups?AUTH=implicit&GCS_ENDPOINT=%s", g.Bucket, url.QueryEscape(g.Endpoint))
+	uri := fmt.Sprintf("gs://%s/backups?GCS_ENDPOINT=%s", g.Bucket, url.QueryEscape(g.Endpoint))
 	cloudRoundTrip(t, uri)
 }
 

@@ -50,7 +50,7 @@ type NodeConfig struct {
 	// EtcdEndpoints connects to an external etcd cluster; when empty the
 	// node embeds a member configured by the Etcd* fields below (a
 	// single-member cluster when EtcdInitialCluster is empty).
-	EtcdEndpoints                                                []string
+	EtcdEndpoints                                              []string
 	EtcdName, EtcdClientAddr, EtcdPeerAddr, EtcdInitialCluster string
 	// ServerCreds and ClientCreds secure node-to-node gRPC; nil is
 	// plaintext.

@@ -24,10 +24,15 @@ type FakeGCS struct {
 	Proc   *Process
 }
 
-// StartFakeGCS starts fake-gcs-server (filesystem backend in a temporary
-// directory) on a free port of 127.0.0.1, waits until its JSON API
-// answers, and creates the bucket "cairn-test". The server is stopped
-// when the test ends.
+// StartFakeGCS starts fake-gcs-server on a free port of 127.0.0.1, waits
+// until it accepts connections, and creates the bucket "cairn-test" (so
+// its JSON API answers). The server is stopped when the test ends.
+//
+// It runs the memory backend, not the filesystem one: the filesystem
+// backend stores object "a/b" as file b in directory a, so objects "a"
+// and "a/b", which object stores allow side by side, cannot coexist (the
+// second write gets a 500, which clients retry). The data lives in the
+// server process, which is discarded with it.
 func StartFakeGCS(t testing.TB) *FakeGCS {
 	t.Helper()
 	bin := Require(t, "fake-gcs-server")
@@ -37,7 +42,7 @@ func StartFakeGCS(t testing.TB) *FakeGCS {
 	proc := StartProcess(t, bin, nil,
 		"-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port),
 		"-external-url", base, "-public-host", addr,
-		"-backend", "filesystem", "-filesystem-root", t.TempDir(),
+		"-backend", "memory",
 		"-log-level", "warn")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

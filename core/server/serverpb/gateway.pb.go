@@ -733,8 +733,11 @@ func (x *NodeStatus) GetHttpAddress() string {
 }
 
 type StatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*NodeStatus          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeStatus          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// etcd_endpoints are the etcd client URLs the node uses; a node started
+	// with --join connects to them.
+	EtcdEndpoints []string `protobuf:"bytes,2,rep,name=etcd_endpoints,json=etcdEndpoints,proto3" json:"etcd_endpoints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,6 +775,13 @@ func (*StatusResponse) Descriptor() ([]byte, []int) {
 func (x *StatusResponse) GetNodes() []*NodeStatus {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetEtcdEndpoints() []string {
+	if x != nil {
+		return x.EtcdEndpoints
 	}
 	return nil
 }
@@ -912,9 +922,10 @@ const file_core_server_serverpb_gateway_proto_rawDesc = "" +
 	"\x04live\x18\x04 \x01(\bR\x04live\x12\x1a\n" +
 	"\bdraining\x18\x05 \x01(\bR\bdraining\x12!\n" +
 	"\frunning_jobs\x18\x06 \x03(\x03R\vrunningJobs\x12!\n" +
-	"\fhttp_address\x18\a \x01(\tR\vhttpAddress\"C\n" +
+	"\fhttp_address\x18\a \x01(\tR\vhttpAddress\"j\n" +
 	"\x0eStatusResponse\x121\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x1b.cairn.server.v1.NodeStatusR\x05nodes\"\x0e\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1b.cairn.server.v1.NodeStatusR\x05nodes\x12%\n" +
+	"\x0eetcd_endpoints\x18\x02 \x03(\tR\retcdEndpoints\"\x0e\n" +
 	"\fDrainRequest\"0\n" +
 	"\rDrainResponse\x12\x1f\n" +
 	"\vhanded_over\x18\x01 \x03(\x03R\n" +

@@ -12,10 +12,11 @@
 // points the client at an emulator; without CREDENTIALS (and without
 // AUTH=implicit) it then sends no credentials at all.
 // COCKROACH_LOCALITY is accepted and ignored; any other parameter is
-// refused.
+// refused. (The client library obeys STORAGE_EMULATOR_HOST in the
+// plugin's environment over all of these; leave it unset.)
 //
-// Writes stream through a resumable upload in ChunkSize parts, so memory
-// does not grow with the object; an object appears only when the final
+// Writes stream through a resumable upload in ChunkSize parts (small
+// objects in one request), so memory does not grow with the object; an object appears only when the final
 // part commits it, and Abort (or a cancelled context) cancels the upload
 // before that. IfNotExists is the DoesNotExist precondition
 // (ifGenerationMatch=0), checked by the service at commit. Reads use the
@@ -39,8 +40,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,7 +107,9 @@ func (p Provider) Open(ctx context.Context, uri string) (storage.Store, error) {
 		// The client finds Application Default Credentials itself.
 	}
 	s := &Store{cfg: cfg, logger: logger}
-	client, err := gcs.NewClient(ctx, opts...)
+	// The client outlives this call: its credentials must not be tied to
+	// the Open call's context (token refreshes may use it).
+	client, err := gcs.NewClient(context.WithoutCancel(ctx), opts...)
 	if err != nil {
 		return nil, s.errorf(ctx, err, storage.ErrPermissionDenied, "opening %s: creating the GCS client", cfg)
 	}
@@ -162,10 +167,16 @@ func (s *Store) Stat(ctx context.Context, name string) (storage.ObjectInfo, erro
 }
 
 // List implements storage.Store. It fetches pages of listPageSize
-// entries. The service returns a page's objects and common prefixes
-// separately, and reports a common prefix when any object under it is at
-// or after the start offset, so each page is merged into name order and
-// entries at or before StartAfter, or already reported, are dropped.
+// entries and reports them in name order, merging each page's objects and
+// common prefixes (which the service returns apart), and drops entries at
+// or before StartAfter or already reported.
+//
+// A page is trusted only up to its last object: a common prefix after it
+// is held back and merged into the next page. Real GCS bounds a page's
+// prefixes by the page's range, but fake-gcs-server reports every prefix
+// at or after the page token on every page, and without the hold-back
+// those would be reported before objects of later pages that sort ahead
+// of them. What is held back is at most one page.
 func (s *Store) List(ctx context.Context, opts storage.ListOptions, fn func(storage.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("listing bucket %s: %w", s.cfg.bucket, err)
@@ -185,23 +196,33 @@ func (s *Store) List(ctx context.Context, opts storage.ListOptions, fn func(stor
 		return fmt.Errorf("listing bucket %s: %v: %w", s.cfg.bucket, err, storage.ErrInvalidArgument)
 	}
 	pager := iterator.NewPager(s.bucket.Objects(ctx, q), listPageSize, "")
+	var held []storage.ObjectInfo
 	for {
 		var page []*gcs.ObjectAttrs
 		next, err := pager.NextPage(&page)
 		if err != nil {
 			return s.errorf(ctx, err, nil, "listing %q in bucket %s", opts.Prefix, s.cfg.bucket)
 		}
-		entries := make([]storage.ObjectInfo, 0, len(page))
+		entries := held
+		held = nil
+		boundary, haveObjects := "", false
 		for _, a := range page {
 			if a.Prefix != "" {
 				entries = append(entries, storage.ObjectInfo{Name: a.Prefix, IsPrefix: true})
-			} else {
-				entries = append(entries, storage.ObjectInfo{Name: a.Name, Size: a.Size, ModTime: a.Updated})
+				continue
+			}
+			entries = append(entries, storage.ObjectInfo{Name: a.Name, Size: a.Size, ModTime: a.Updated})
+			if !haveObjects || a.Name > boundary {
+				boundary, haveObjects = a.Name, true
 			}
 		}
 		slices.SortFunc(entries, func(a, b storage.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
 		for _, e := range entries {
 			if haveLast && e.Name <= last {
+				continue
+			}
+			if next != "" && haveObjects && e.Name > boundary {
+				held = append(held, e)
 				continue
 			}
 			last, haveLast = e.Name, true
@@ -282,30 +303,71 @@ func (s *Store) Write(ctx context.Context, name string, opts storage.WriteOption
 	if opts.IfNotExists {
 		obj = obj.If(gcs.Conditions{DoesNotExist: true})
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	w := obj.NewWriter(wctx)
-	w.ChunkSize = ChunkSize
-	// Without a content type the writer sniffs the first bytes.
-	w.ContentType = "application/octet-stream"
-	return &writer{s: s, ctx: ctx, name: name, cond: opts.IfNotExists, w: w, cancel: cancel}, nil
+	w := &writer{s: s, ctx: ctx, name: name, cond: opts.IfNotExists}
+	// The client's upload retries ignore WithMaxAttempts (they go on until
+	// the context ends), so the writer bounds them itself: at most
+	// maxAttempts-1 retries in a row without progress. Retryer changes
+	// the handle's own copy of the retry settings (Object makes one), not
+	// the client's.
+	w.obj = obj.Retryer(gcs.WithErrorFunc(func(err error) bool {
+		return gcs.ShouldRetry(err) && w.failures.Add(1) < maxAttempts
+	}))
+	w.wctx, w.cancel = context.WithCancel(ctx)
+	return w, nil
 }
 
-// writer streams into a resumable upload. Until Close sends the final
-// part, nothing is committed, so cancelling the upload's context is a
-// complete abort.
+// writer streams into an upload. Until Close sends the final part,
+// nothing is committed, so cancelling the upload's context is a complete
+// abort.
+//
+// The upload starts once more than smallObject bytes have come, with
+// ChunkSize parts; an object that is whole by then (a manifest, a lock)
+// goes up with smallObject parts, which is one request. The client
+// allocates one part per upload, so this spares small objects a ChunkSize
+// buffer each.
 type writer struct {
-	s      *Store
-	ctx    context.Context
-	name   string
-	cond   bool
-	w      *gcs.Writer
-	cancel context.CancelFunc
-	done   bool
+	s        *Store
+	ctx      context.Context
+	name     string
+	cond     bool
+	obj      *gcs.ObjectHandle
+	failures atomic.Int32
+	wctx     context.Context
+	cancel   context.CancelFunc
+	small    []byte      // bytes held until the upload starts
+	w        *gcs.Writer // nil until the upload starts
+	done     bool
+}
+
+// smallObject is the smallest part size the service accepts.
+const smallObject = 256 << 10
+
+func (w *writer) start(chunkSize int) {
+	w.w = w.obj.NewWriter(w.wctx)
+	w.w.ChunkSize = chunkSize
+	// Without a content type the writer sniffs the first bytes.
+	w.w.ContentType = "application/octet-stream"
+	w.w.ProgressFunc = func(int64) { w.failures.Store(0) }
 }
 
 func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("writing %s in bucket %s: the writer is closed: %w", w.name, w.s.cfg.bucket, storage.ErrInvalidArgument)
+	}
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("writing %s in bucket %s: %w", w.name, w.s.cfg.bucket, err)
+	}
+	if w.w == nil {
+		if len(w.small)+len(p) <= smallObject {
+			w.small = append(w.small, p...)
+			return len(p), nil
+		}
+		w.start(ChunkSize)
+		held := w.small
+		w.small = nil
+		if _, err := w.w.Write(held); err != nil {
+			return 0, w.fail(err)
+		}
 	}
 	n, err := w.w.Write(p)
 	if err != nil {
@@ -322,8 +384,20 @@ func (w *writer) Close() error {
 	defer w.cancel()
 	if err := w.ctx.Err(); err != nil {
 		w.cancel()
-		_ = w.w.Close()
+		if w.w != nil {
+			_ = w.w.Close()
+		}
 		return fmt.Errorf("committing %s in bucket %s: %w", w.name, w.s.cfg.bucket, err)
+	}
+	if w.w == nil {
+		w.start(smallObject)
+		held := w.small
+		w.small = nil
+		if _, err := w.w.Write(held); err != nil {
+			w.cancel()
+			_ = w.w.Close()
+			return w.fail(err)
+		}
 	}
 	if err := w.w.Close(); err != nil {
 		return w.fail(err)
@@ -344,10 +418,13 @@ func (w *writer) Abort() error {
 		return nil
 	}
 	w.done = true
+	w.small = nil
 	w.cancel()
-	// Wait for the upload goroutine; it fails on the cancelled context
-	// without sending the final part.
-	_ = w.w.Close()
+	if w.w != nil {
+		// Wait for the upload goroutine; it fails on the cancelled
+		// context without sending the final part.
+		_ = w.w.Close()
+	}
 	return nil
 }
 
@@ -390,7 +467,16 @@ func (s *Store) errorf(ctx context.Context, err error, fallback error, format st
 			kind, retry = storage.ErrUnavailable, false
 		}
 	}
-	cause := s.scrub(err.Error())
+	cause := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// `Get "<URL with the whole query>": ...`: the query is noise.
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.RawQuery = ""
+			cause = strings.Replace(cause, ue.URL, u.String(), 1)
+		}
+	}
+	cause = s.scrub(strings.Join(strings.Fields(s.scrub(cause)), " "))
 	if errors.Is(err, gcs.ErrBucketNotExist) {
 		cause = fmt.Sprintf("bucket %s does not exist", s.cfg.bucket)
 	}

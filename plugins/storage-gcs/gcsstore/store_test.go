@@ -368,4 +368,68 @@ func TestTransientErrors(t *testing.T) {
 	if n := requests.Load(); n < 2 || n > 5 {
 		t.Errorf("Stat answered 503 made %d requests, want 2 to 5 (bounded retries)", n)
 	}
+	// Uploads too give up after a bounded number of attempts.
+	requests.Store(0)
+	err = storage.WriteAll(ctx, s, "obj2", []byte("data"), storage.WriteOptions{})
+	if !errors.Is(err, storage.ErrUnavailable) || !storage.IsRetryable(err) {
+		t.Fatalf("write answered 503 = %v, want retryable ErrUnavailable", err)
+	}
+	if n := requests.Load(); n < 2 || n > 5 {
+		t.Errorf("write answered 503 made %d requests, want 2 to 5 (bounded retries)", n)
+	}
+}
+
+// TestSpecifiedCredentials: with CREDENTIALS and GCS_ENDPOINT, the store
+// authenticates with the key (its token reaches the server), works, and
+// logs nothing secret.
+func TestSpecifiedCredentials(t *testing.T) {
+	g := testservers.StartFakeGCS(t)
+	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"ya29.cairn-test-token","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer tokens.Close()
+	u, _ := url.Parse(g.URL)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var unauthenticated atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer ya29.cairn-test-token" {
+			unauthenticated.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	creds, secrets := serviceAccountKey(t, tokens.URL+"/token")
+	secrets = append(secrets, "ya29.cairn-test-token")
+	logger, logs, mu := logCapture()
+
+	ctx := context.Background()
+	s, err := gcsstore.Provider{Logger: logger}.Open(ctx, "gs://"+g.Bucket+"/p?AUTH=specified&CREDENTIALS="+url.QueryEscape(creds)+"&GCS_ENDPOINT="+url.QueryEscape(srv.URL+"/storage/v1/"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if err := storage.WriteAll(ctx, s, "obj", []byte("data"), storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := storage.ReadAll(ctx, s, "obj"); err != nil || string(got) != "data" {
+		t.Fatalf("ReadAll = %q, %v", got, err)
+	}
+	_, err = s.Stat(ctx, "missing")
+	if !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat(missing) = %v, want ErrNotFound", err)
+	}
+	if n := unauthenticated.Load(); n != 0 {
+		t.Errorf("%d requests reached the server without the key's token", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if logs.Len() == 0 {
+		t.Errorf("nothing logged; want the debug line of Open")
+	}
+	for _, secret := range secrets {
+		if strings.Contains(logs.String()+err.Error(), secret) {
+			t.Errorf("a secret is shown in the logs or errors:\n%s\n%v", logs, err)
+		}
+	}
 }

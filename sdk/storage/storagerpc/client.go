@@ -2,10 +2,9 @@ package storagerpc
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
+	"hash/crc32"
 	"io"
 	"sync"
 	"time"
@@ -200,7 +199,7 @@ func (s *Store) Write(ctx context.Context, name string, opts storage.WriteOption
 		cancel()
 		return nil, FromStatus(err)
 	}
-	w := &writer{ctx: ctx, stream: stream, cancel: cancel, hash: sha256.New()}
+	w := &writer{ctx: ctx, stream: stream, cancel: cancel}
 	w.send(&storagepb.WriteRequest{Part: &storagepb.WriteRequest_Header_{Header: &storagepb.WriteRequest_Header{
 		Handle: s.handle, Name: name, IfNotExists: opts.IfNotExists,
 	}}})
@@ -211,7 +210,8 @@ type writer struct {
 	ctx    context.Context
 	stream storagepb.Storage_WriteClient
 	cancel context.CancelFunc
-	hash   hash.Hash
+	crc    uint32
+	size   int64
 	buf    []byte
 	err    error // sticky
 	done   bool
@@ -246,7 +246,8 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	w.hash.Write(p)
+	w.crc = crc32.Update(w.crc, castagnoli, p)
+	w.size += int64(len(p))
 	n := len(p)
 	for len(p) > 0 && w.err == nil {
 		if len(w.buf) == 0 && len(p) >= ChunkSize {
@@ -290,7 +291,7 @@ func (w *writer) Close() error {
 			return w.err
 		}
 	}
-	w.send(&storagepb.WriteRequest{Part: &storagepb.WriteRequest_Trailer_{Trailer: &storagepb.WriteRequest_Trailer{Sha256: w.hash.Sum(nil)}}})
+	w.send(&storagepb.WriteRequest{Part: &storagepb.WriteRequest_Trailer_{Trailer: &storagepb.WriteRequest_Trailer{Crc32C: w.crc, Size: w.size}}})
 	if w.err != nil {
 		return w.err
 	}

@@ -1,11 +1,10 @@
 package storagerpc
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"sync"
@@ -221,7 +220,7 @@ func (s *Server) Write(stream storagepb.Storage_WriteServer) error {
 			}
 		}
 	}()
-	h := sha256.New()
+	var crc uint32
 	var size int64
 	for {
 		msg, err := stream.Recv()
@@ -233,15 +232,15 @@ func (s *Server) Write(stream storagepb.Storage_WriteServer) error {
 		}
 		switch part := msg.Part.(type) {
 		case *storagepb.WriteRequest_Data:
-			h.Write(part.Data)
+			crc = crc32.Update(crc, castagnoli, part.Data)
 			size += int64(len(part.Data))
 			if _, err := w.Write(part.Data); err != nil {
 				return ToStatus(err)
 			}
 		case *storagepb.WriteRequest_Trailer_:
-			if sum := h.Sum(nil); !bytes.Equal(sum, part.Trailer.Sha256) {
-				return ToStatus(fmt.Errorf("committing %s: checksum of the %d bytes received %x differs from the sender's %x: %w",
-					hdr.Name, size, sum, part.Trailer.Sha256, storage.ErrInvalidArgument))
+			if crc != part.Trailer.Crc32C || size != part.Trailer.Size {
+				return ToStatus(fmt.Errorf("committing %s: received %d bytes with CRC-32C %08x, the sender sent %d with %08x: %w",
+					hdr.Name, size, crc, part.Trailer.Size, part.Trailer.Crc32C, storage.ErrInvalidArgument))
 			}
 			committed = true
 			if err := w.Close(); err != nil {

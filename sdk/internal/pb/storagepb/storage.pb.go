@@ -932,8 +932,12 @@ func (x *WriteRequest_Header) GetIfNotExists() bool {
 
 type WriteRequest_Trailer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// sha256 of every data byte of the stream, in order.
-	Sha256        []byte `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// CRC-32C (Castagnoli) of every data byte of the stream, in order, and
+	// their count. TLS already guards each byte in transit; these make
+	// sure the object is exactly what the host sent, cheaply enough for
+	// bulk data.
+	Crc32C        uint32 `protobuf:"fixed32,2,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -968,11 +972,18 @@ func (*WriteRequest_Trailer) Descriptor() ([]byte, []int) {
 	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{11, 1}
 }
 
-func (x *WriteRequest_Trailer) GetSha256() []byte {
+func (x *WriteRequest_Trailer) GetCrc32C() uint32 {
 	if x != nil {
-		return x.Sha256
+		return x.Crc32C
 	}
-	return nil
+	return 0
+}
+
+func (x *WriteRequest_Trailer) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 var File_sdk_internal_pb_storagepb_storage_proto protoreflect.FileDescriptor
@@ -1012,7 +1023,7 @@ const file_sdk_internal_pb_storagepb_storage_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x04 \x01(\x03R\x06length\"\"\n" +
 	"\fReadResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xae\x02\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc8\x02\n" +
 	"\fWriteRequest\x12?\n" +
 	"\x06header\x18\x01 \x01(\v2%.cairn.storage.v1.WriteRequest.HeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12B\n" +
@@ -1020,9 +1031,10 @@ const file_sdk_internal_pb_storagepb_storage_proto_rawDesc = "" +
 	"\x06Header\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\"\n" +
-	"\rif_not_exists\x18\x03 \x01(\bR\vifNotExists\x1a!\n" +
+	"\rif_not_exists\x18\x03 \x01(\bR\vifNotExists\x1a;\n" +
 	"\aTrailer\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\fR\x06sha256B\x06\n" +
+	"\x06crc32c\x18\x02 \x01(\aR\x06crc32c\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04sizeJ\x04\b\x01\x10\x02B\x06\n" +
 	"\x04part\"#\n" +
 	"\rWriteResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\";\n" +
