@@ -11,6 +11,9 @@ TEST_TIMEOUT ?= 25m
 PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto core/server/serverpb/gateway.proto
 
 CACHE     := $(CURDIR)/.cache
+# Test servers and code generators are cached outside the clone, so CI's
+# fresh clones reuse them between runs.
+TOOLS     ?= $(HOME)/.cache/cairn
 MINIO_VERSION    := v0.0.0-20260212201848-7aac2a2c5b7c
 FAKE_GCS_VERSION := v1.56.1
 AZURITE_VERSION  := 3.35.0
@@ -39,22 +42,26 @@ cluster-down:
 	./$(CAIRN) cluster down
 
 ## test-servers: install MinIO, Azurite and fake-gcs-server into .cache (kept between runs).
-test-servers: $(CACHE)/bin/minio $(CACHE)/bin/fake-gcs-server $(CACHE)/npm/node_modules/.bin/azurite-blob
+test-servers: $(TOOLS)/bin/minio-$(MINIO_VERSION) $(TOOLS)/bin/fake-gcs-server-$(FAKE_GCS_VERSION) $(TOOLS)/npm-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
 
-$(CACHE)/bin/minio:
-	GOBIN=$(CACHE)/bin $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+$(TOOLS)/bin/minio-$(MINIO_VERSION):
+	GOBIN=$(TOOLS)/bin $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+	cp $(TOOLS)/bin/minio $@
 
-$(CACHE)/bin/fake-gcs-server:
-	GOBIN=$(CACHE)/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION)
+$(TOOLS)/bin/fake-gcs-server-$(FAKE_GCS_VERSION):
+	GOBIN=$(TOOLS)/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION)
+	cp $(TOOLS)/bin/fake-gcs-server $@
 
-$(CACHE)/npm/node_modules/.bin/azurite-blob:
-	mkdir -p $(CACHE)/npm
-	cd $(CACHE)/npm && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+$(TOOLS)/npm-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob:
+	mkdir -p $(TOOLS)/npm-$(AZURITE_VERSION)
+	cd $(TOOLS)/npm-$(AZURITE_VERSION) && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	mkdir -p $(TOOLS)/bin
+	ln -sf $(TOOLS)/npm-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob $(TOOLS)/bin/azurite-blob
 
 ## test: every test, real servers included.
 test: build test-servers proto-check
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CAIRN_TEST_BIN=$(TOOLS)/bin $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests that need no external server, in -short mode.
 test-short:
@@ -72,25 +79,26 @@ lint:
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed; skipped"; fi
 
 ## proto: regenerate the committed protobuf code.
-PROTO_TOOLS := $(CACHE)/bin/protoc-gen-go $(CACHE)/bin/protoc-gen-go-grpc
+PROTO_BIN   := $(TOOLS)/protoc-gen
+PROTO_TOOLS := $(PROTO_BIN)/protoc-gen-go $(PROTO_BIN)/protoc-gen-go-grpc
 
-$(CACHE)/bin/protoc-gen-go:
-	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO)
+$(PROTO_BIN)/protoc-gen-go:
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO)
 
-$(CACHE)/bin/protoc-gen-go-grpc:
-	GOBIN=$(CACHE)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+$(PROTO_BIN)/protoc-gen-go-grpc:
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
 
 protoc-installed:
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
 
 proto: protoc-installed $(PROTO_TOOLS)
-	PATH="$(CACHE)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
+	PATH="$(PROTO_BIN):$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
 
 ## proto-check: fail when the committed generated code is not what the .proto files give.
 proto-check: protoc-installed $(PROTO_TOOLS)
 	rm -rf $(CACHE)/proto-check && mkdir -p $(CACHE)/proto-check
-	PATH="$(CACHE)/bin:$$PATH" protoc -I . --go_out=$(CACHE)/proto-check --go_opt=paths=source_relative \
+	PATH="$(PROTO_BIN):$$PATH" protoc -I . --go_out=$(CACHE)/proto-check --go_opt=paths=source_relative \
 		--go-grpc_out=$(CACHE)/proto-check --go-grpc_opt=paths=source_relative $(PROTOS)
 	@cd $(CACHE)/proto-check && for f in $$(find . -name '*.go'); do \
 		cmp -s "$$f" "$(CURDIR)/$$f" || { echo "generated code is stale: $$f (run make proto)"; exit 1; }; done

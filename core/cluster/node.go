@@ -85,7 +85,7 @@ type Node struct {
 	inflight map[hlc.Timestamp]int
 
 	connMu sync.Mutex
-	conns  map[int32]*grpc.ClientConn
+	conns  map[int32]*nodeConn
 
 	stopOnce sync.Once
 	// gcStop ends the periodic GC runner and gcDone is closed once it has
@@ -125,7 +125,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		ID: cfg.ID, Locality: loc, Clock: hlc.NewClock(), Store: store,
 		Meta: NewMeta(cfg.Etcd), Logger: cfg.Logger.With("node", cfg.ID), cfg: cfg,
-		inflight: map[hlc.Timestamp]int{}, conns: map[int32]*grpc.ClientConn{},
+		inflight: map[hlc.Timestamp]int{}, conns: map[int32]*nodeConn{},
 	}
 	n.cond = sync.NewCond(&n.mu)
 	n.ranges = newRangeCache(n.Meta)
@@ -198,7 +198,7 @@ func (n *Node) Stop() {
 		n.server.Stop()
 		n.connMu.Lock()
 		for _, c := range n.conns {
-			c.Close()
+			c.cc.Close()
 		}
 		n.connMu.Unlock()
 		n.Store.Close()
@@ -209,24 +209,47 @@ func (n *Node) Stop() {
 func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 	n.connMu.Lock()
 	defer n.connMu.Unlock()
-	if c, ok := n.conns[id]; ok {
-		return c, nil
+	c, ok := n.conns[id]
+	if ok && time.Since(c.checked) < connRecheck {
+		return c.cc, nil
 	}
+	// A node that restarted listens somewhere else: look its address up
+	// again now and then, and redial when it moved.
 	nd, err := n.Meta.Node(ctx, id)
 	if err != nil {
+		if ok {
+			return c.cc, nil
+		}
 		return nil, err
+	}
+	if ok && c.addr == nd.Addr {
+		c.checked = time.Now()
+		return c.cc, nil
 	}
 	creds := n.cfg.ClientCreds
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	c, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(creds),
+	cc, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("dialing node %d at %s: %w", id, nd.Addr, err)
 	}
-	n.conns[id] = c
-	return c, nil
+	if ok {
+		c.cc.Close() // the old address is gone
+	}
+	n.conns[id] = &nodeConn{cc: cc, addr: nd.Addr, checked: time.Now()}
+	return cc, nil
+}
+
+// connRecheck is how long a connection is used before its node's address
+// is looked up again.
+const connRecheck = 2 * time.Second
+
+type nodeConn struct {
+	cc      *grpc.ClientConn
+	addr    string
+	checked time.Time
 }
 
 // NodeClient returns the KV client of node id.

@@ -2,8 +2,9 @@
 // tests run against (MinIO, Azurite, fake-gcs-server) on 127.0.0.1, and
 // stops them when the test ends.
 //
-// Servers are found on $PATH, in $CAIRN_TEST_BIN, or in the repository's
-// .cache/bin (where `make test-servers` installs them). A test that needs a
+// Servers are found in $CAIRN_TEST_BIN, in ~/.cache/cairn/bin (where
+// `make test-servers` installs them), in the repository's .cache/bin, or
+// on $PATH. A test that needs a
 // server it cannot find skips, except under CI=true, where it fails: CI
 // must never pass by skipping.
 package testservers
@@ -45,12 +46,15 @@ func RepoRoot() string {
 	}
 }
 
-// Find locates an executable by name: $CAIRN_TEST_BIN, .cache/bin of the
-// repository, .cache/npm/node_modules/.bin, then $PATH.
+// Find locates an executable by name: $CAIRN_TEST_BIN, ~/.cache/cairn/bin,
+// .cache/bin of the repository, .cache/npm/node_modules/.bin, then $PATH.
 func Find(name string) (string, bool) {
 	var dirs []string
 	if d := os.Getenv("CAIRN_TEST_BIN"); d != "" {
 		dirs = append(dirs, d)
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(home, ".cache", "cairn", "bin"))
 	}
 	root := RepoRoot()
 	dirs = append(dirs, filepath.Join(root, ".cache", "bin"), filepath.Join(root, ".cache", "npm", "node_modules", ".bin"))
