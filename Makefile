@@ -7,6 +7,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 DEMO_FLAGS  ?=
 BENCH_BYTES ?= 1GB
 PLUGIN_BENCH_BYTES ?= 1GiB
+CLOUD_BENCH_BYTES ?= 200MB
 TEST_TIMEOUT ?= 25m
 PROTOS := core/cluster/clusterpb/cluster.proto core/processorpb/processors.proto core/manifest/manifestpb/manifest.proto sdk/internal/pb/storagepb/storage.proto sdk/internal/pb/pluginpb/plugin.proto sdk/internal/pb/localitypb/locality.proto core/server/serverpb/gateway.proto
 
@@ -68,9 +69,10 @@ test-short:
 	$(GO) test -short -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## bench: throughput of backup and restore against a plain copy of the stores, plus micro-benchmarks.
-bench: build
+bench: build test-servers
 	./$(CAIRN) bench --bytes $(BENCH_BYTES) --bench-plugins $(BIN)/plugins
 	CAIRN_BENCH_BYTES=$(PLUGIN_BENCH_BYTES) $(GO) test -run '^$$' -bench . -benchtime 2x ./plugins/storage-local/
+	CAIRN_TEST_BIN=$(TOOLS)/bin CAIRN_BENCH_BYTES=$(CLOUD_BENCH_BYTES) $(GO) test -run '^$$' -bench BackupTo -benchtime 2x ./cmd/cairn/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./core/mvcc/ ./core/workload/movr/
 
 lint:

@@ -26,8 +26,16 @@ var (
 )
 
 // cloudPlugins builds the storage plugins once into a plugin directory.
-func cloudPlugins(t *testing.T) string {
+func cloudPlugins(t testing.TB) string {
 	t.Helper()
+	dir, err := buildCloudPlugins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func buildCloudPlugins() (string, error) {
 	cloudPluginsOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "cairn-cli-plugins-")
 		if err != nil {
@@ -43,10 +51,7 @@ func cloudPlugins(t *testing.T) string {
 			}
 		}
 	})
-	if cloudPluginsErr != nil {
-		t.Fatal(cloudPluginsErr)
-	}
-	return cloudPluginsDir
+	return cloudPluginsDir, cloudPluginsErr
 }
 
 // cloudRoundTrip backs movr up to uri through the CLI with the plugins
