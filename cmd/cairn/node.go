@@ -12,7 +12,7 @@ import (
 
 var clusterDirFlag = &cli.StringFlag{
 	Name: "dir", Value: "cairn-cluster", EnvVars: []string{"CAIRN_CLUSTER_DIR"},
-	Usage: "state directory of `cairn cluster up` (" + clusterStateFile + ": pids and addresses; one subdirectory and log per node)",
+	Usage: "state directory of cairn cluster up (" + clusterStateFile + ": pids and addresses; one subdirectory and log per node)",
 }
 
 // nodeHost is --host, else the first node recorded in --dir.

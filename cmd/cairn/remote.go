@@ -22,12 +22,12 @@ import (
 // opening the embedded cluster in --data-dir.
 var hostFlag = &cli.StringFlag{
 	Name: "host", EnvVars: []string{"CAIRN_HOST"},
-	Usage: "address (host:port) of a running node started by `cairn start` or `cairn cluster up`; the command runs there instead of on the embedded cluster in --data-dir",
+	Usage: "address (host:port) of a running node started by cairn start or cairn cluster up; the command runs there instead of on the embedded cluster in --data-dir",
 }
 
 var certsDirFlag = &cli.StringFlag{
 	Name: "certs-dir", Value: "certs", EnvVars: []string{"CAIRN_CERTS_DIR"},
-	Usage: "directory with ca.crt, node.crt and node.key (made by `cairn cert`), for node-to-node and client mTLS",
+	Usage: "directory with ca.crt, node.crt and node.key (made by cairn cert), for node-to-node and client mTLS",
 }
 
 var insecureFlag = &cli.BoolFlag{
@@ -121,6 +121,30 @@ func remoteWorkloadInit(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "loaded %d rows, %s into %s\n", resp.Rows, humanBytes(resp.Bytes), c.String("db"))
 	return nil
+}
+
+// remoteWorkloadRun runs the workload on the node at --host for d (0:
+// until ctx ends) and returns how many operations it applied. The node
+// bounds the run by d, so it answers with its count; when ctx ends first
+// (an interrupt) the call is cancelled, the node stops, and the count is
+// unknown: interrupted is then true.
+func remoteWorkloadRun(ctx context.Context, c *cli.Context, d time.Duration) (ops int64, interrupted bool, err error) {
+	cl, err := dialHost(c, c.String("host"))
+	if err != nil {
+		return 0, false, err
+	}
+	defer cl.Close()
+	resp, err := cl.Workload(ctx, &serverpb.WorkloadRequest{
+		Op: "run", Database: c.String("db"), Seed: c.Int64("seed"),
+		MaxOpsPerSecond: c.Float64("max-rate"), DurationNanos: int64(d),
+	}, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, true, nil
+		}
+		return 0, false, err
+	}
+	return resp.Ops, false, nil
 }
 
 func remoteFingerprint(c *cli.Context) error {
