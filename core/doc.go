@@ -14,7 +14,6 @@
 //	core/keys        table key layout and order-preserving tuple encoding
 //	core/spans       span algebra; no I/O
 //	core/hlc         hybrid logical clock and timestamps
-//	core/locality    locality tiers and the default matching rules
 //	core/redact      redacting secrets in URIs
 //	core/fingerprint order-independent fingerprints of table data
 //	core/workload/movr  the demo dataset and a light workload

@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairnbackup/cairn/core/keys"
-	"github.com/cairnbackup/cairn/core/locality"
+	"github.com/cairnbackup/cairn/sdk/locality"
 )
 
 // Placement decides where a new range's replicas live.

@@ -9,7 +9,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairnbackup/cairn/core/cluster/clusterpb"
-	"github.com/cairnbackup/cairn/core/locality"
+	"github.com/cairnbackup/cairn/sdk/locality"
+	"github.com/cairnbackup/cairn/sdk/locality/rules"
 )
 
 // LeaseSweepInterval is how often each node looks for ranges whose
@@ -82,7 +83,7 @@ func (n *Node) TransferDeadLeases(ctx context.Context) (int, error) {
 		}
 		old := nodes[rd.Leaseholder]
 		sort.Slice(cands, func(i, j int) bool {
-			a, b := nodes[cands[i]].SharedPrefix(old), nodes[cands[j]].SharedPrefix(old)
+			a, b := rules.TiersInCommon(nodes[cands[i]], old), rules.TiersInCommon(nodes[cands[j]], old)
 			if a != b {
 				return a > b
 			}

@@ -30,9 +30,9 @@ import (
 
 	"github.com/cairnbackup/cairn/core/cluster/clusterpb"
 	"github.com/cairnbackup/cairn/core/hlc"
-	"github.com/cairnbackup/cairn/core/locality"
 	"github.com/cairnbackup/cairn/core/mvcc"
 	"github.com/cairnbackup/cairn/core/spans"
+	"github.com/cairnbackup/cairn/sdk/locality"
 )
 
 // Config configures one node.
@@ -677,7 +677,13 @@ func (n *Node) applyLocal(req *clusterpb.ApplyRequest) error {
 	for i, o := range req.Ops {
 		ops[i] = mvcc.Op{Key: o.Key, TS: ts, Value: o.Value, Delete: o.Delete}
 	}
-	return n.Store.Apply(ops, false)
+	// Synced: a write is acknowledged once every replica has it, so it
+	// must survive the replica's process dying right after. Unsynced,
+	// Pebble keeps the WAL's last partial block in memory, and a killed
+	// and restarted replica silently lacks its newest acknowledged writes
+	// (then serves them as missing once it holds the lease). Concurrent
+	// writers share the fsync (Pebble's group commit).
+	return n.Store.Apply(ops, true)
 }
 
 func (s *nodeServer) Apply(ctx context.Context, req *clusterpb.ApplyRequest) (*clusterpb.ApplyResponse, error) {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/cairnbackup/cairn/core/locality"
+	"github.com/cairnbackup/cairn/sdk/locality"
 )
 
 func nodesIn(regions ...string) []NodeDesc {

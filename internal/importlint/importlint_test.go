@@ -26,7 +26,7 @@ const module = "github.com/cairnbackup/cairn"
 
 // purePackages do no I/O. Their subpackages are held to the same rule.
 var purePackages = []string{
-	"core/sql", "core/spans", "core/keys", "core/hlc", "core/redact", "core/locality",
+	"core/sql", "core/spans", "core/keys", "core/hlc", "core/redact",
 }
 
 // ioPackages are the standard packages a pure package must not import.
