@@ -15,6 +15,7 @@ import (
 	"github.com/cairnbackup/cairn/core/hlc"
 	"github.com/cairnbackup/cairn/core/manifest"
 	"github.com/cairnbackup/cairn/core/manifest/manifestpb"
+	"github.com/cairnbackup/cairn/internal/storagefake"
 	"github.com/cairnbackup/cairn/sdk/storage"
 )
 
@@ -75,7 +76,7 @@ func TestPaths(t *testing.T) {
 
 func TestLatest(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	if _, err := ReadLatest(ctx, s); !errors.Is(err, ErrNoBackups) {
 		t.Fatalf("empty collection: got %v, want ErrNoBackups", err)
 	}
@@ -113,28 +114,28 @@ func TestLatest(t *testing.T) {
 
 func TestReadLatestSkipsBadPointers(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	base := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	if err := WriteLatest(ctx, s, sub, base); err != nil {
 		t.Fatal(err)
 	}
 	// More bad pointers than one listing batch, all newer than the good one.
 	for i := 1; i <= 2*latestBatch+3; i++ {
-		s.put(LatestPrefix+manifest.DescTS(base.Add(time.Duration(i)*time.Second)), []byte("../../elsewhere"))
+		s.Put(LatestPrefix+manifest.DescTS(base.Add(time.Duration(i)*time.Second)), []byte("../../elsewhere"))
 	}
-	s.put(LatestPrefix+"garbage", []byte("2030/01/01-000000.00"))
+	s.Put(LatestPrefix+"garbage", []byte("2030/01/01-000000.00"))
 	got, err := ReadLatest(ctx, s)
 	if err != nil || got != sub {
 		t.Fatalf("ReadLatest = %q, %v; want %q", got, err, sub)
 	}
-	s.failRead = func(string) error { return storage.ErrUnavailable }
+	s.FailRead = func(string) error { return storage.ErrUnavailable }
 	if _, err := ReadLatest(ctx, s); !errors.Is(err, storage.ErrUnavailable) {
 		t.Fatalf("store error: got %v, want ErrUnavailable", err)
 	}
 }
 
 func TestResolveSubdirExplicit(t *testing.T) {
-	s := newFakeStore()
+	s := storagefake.New()
 	got, err := ResolveSubdir(context.Background(), s, "/"+sub, false)
 	if err != nil || got != sub {
 		t.Fatalf("ResolveSubdir = %q, %v", got, err)
@@ -165,7 +166,7 @@ func writeManifest(t *testing.T, s storage.Store, dir string, end time.Time) {
 
 func TestLock(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	if err := AcquireLock(ctx, s, sub, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -176,10 +177,10 @@ func TestLock(t *testing.T) {
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "job 1 holds "+sub+"/BACKUP-LOCK-1") {
 		t.Fatalf("second job: got %v, want ErrLocked naming job 1", err)
 	}
-	if _, ok := s.get(LockName(sub, 2)); ok {
+	if _, ok := s.Get(LockName(sub, 2)); ok {
 		t.Fatal("refused job left its lock behind")
 	}
-	if _, ok := s.get(LockName(sub, 1)); !ok {
+	if _, ok := s.Get(LockName(sub, 1)); !ok {
 		t.Fatal("refused job removed the holder's lock")
 	}
 	if err := ReleaseLock(ctx, s, sub, 1); err != nil {
@@ -202,7 +203,7 @@ func TestLock(t *testing.T) {
 
 func TestLockRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	for _, dir := range []string{"", "/abs", "a/../b", "a/"} {
 		if err := AcquireLock(ctx, s, dir, 1); !errors.Is(err, storage.ErrInvalidArgument) {
 			t.Errorf("AcquireLock(%q): got %v, want ErrInvalidArgument", dir, err)
@@ -211,11 +212,11 @@ func TestLockRefusesBadInput(t *testing.T) {
 	if err := AcquireLock(ctx, s, sub, 0); !errors.Is(err, storage.ErrInvalidArgument) {
 		t.Errorf("job id 0: got %v", err)
 	}
-	s.put(sub+"/BACKUP-LOCK-someone", nil)
+	s.Put(sub+"/BACKUP-LOCK-someone", nil)
 	if err := AcquireLock(ctx, s, sub, 5); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "BACKUP-LOCK-someone") {
 		t.Errorf("unrecognized lock: got %v", err)
 	}
-	if n := s.names(); !slices.Equal(n, []string{sub + "/BACKUP-LOCK-someone"}) {
+	if n := s.Names(); !slices.Equal(n, []string{sub + "/BACKUP-LOCK-someone"}) {
 		t.Errorf("store holds %q", n)
 	}
 }
@@ -225,10 +226,10 @@ func TestLockRefusesBadInput(t *testing.T) {
 // and wins.
 func TestLockLaterListerWins(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	var errB error
-	s.beforeList = func(storage.ListOptions) {
-		s.beforeList = nil
+	s.BeforeList = func(storage.ListOptions) {
+		s.BeforeList = nil
 		errB = AcquireLock(ctx, s, sub, 2)
 	}
 	if err := AcquireLock(ctx, s, sub, 1); err != nil {
@@ -237,7 +238,7 @@ func TestLockLaterListerWins(t *testing.T) {
 	if !errors.Is(errB, ErrLocked) || !strings.Contains(errB.Error(), "job 1 holds") {
 		t.Fatalf("job 2: got %v, want ErrLocked naming job 1", errB)
 	}
-	if n := s.names(); !slices.Equal(n, []string{LockName(sub, 1)}) {
+	if n := s.Names(); !slices.Equal(n, []string{LockName(sub, 1)}) {
 		t.Fatalf("store holds %q", n)
 	}
 }
@@ -247,7 +248,7 @@ func TestLockLaterListerWins(t *testing.T) {
 // Both are refused and nothing is left behind.
 func TestLockBothRefused(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	var mu sync.Mutex
 	lists, deletes := 0, 0
 	bAtList, aListed, bListed := make(chan struct{}), make(chan struct{}), make(chan struct{})
@@ -261,7 +262,7 @@ func TestLockBothRefused(t *testing.T) {
 			t.Error("interleaving stuck: AcquireLock did not list or delete where expected")
 		}
 	}
-	s.beforeList = func(storage.ListOptions) {
+	s.BeforeList = func(storage.ListOptions) {
 		mu.Lock()
 		lists++
 		n := lists
@@ -278,7 +279,7 @@ func TestLockBothRefused(t *testing.T) {
 			wait(aListed)
 		}
 	}
-	s.beforeDelete = func(string) {
+	s.BeforeDelete = func(string) {
 		mu.Lock()
 		deletes++
 		n := deletes
@@ -296,7 +297,7 @@ func TestLockBothRefused(t *testing.T) {
 	if !errors.Is(errA, ErrLocked) || !errors.Is(errB, ErrLocked) {
 		t.Fatalf("got %v and %v, want both ErrLocked", errA, errB)
 	}
-	if n := s.names(); len(n) != 0 {
+	if n := s.Names(); len(n) != 0 {
 		t.Fatalf("refused jobs left %q", n)
 	}
 }
@@ -305,12 +306,12 @@ func TestLockBothRefused(t *testing.T) {
 // and releases the lock while another is acquiring.
 func TestLockCompletedInBetween(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	if err := AcquireLock(ctx, s, sub, 1); err != nil {
 		t.Fatal(err)
 	}
-	s.beforeList = func(storage.ListOptions) {
-		s.beforeList = nil
+	s.BeforeList = func(storage.ListOptions) {
+		s.BeforeList = nil
 		writeManifest(t, s, sub, time.Unix(1795999646, 0))
 		if err := ReleaseLock(ctx, s, sub, 1); err != nil {
 			t.Error(err)
@@ -320,7 +321,7 @@ func TestLockCompletedInBetween(t *testing.T) {
 	if !errors.Is(err, storage.ErrAlreadyExists) {
 		t.Fatalf("got %v, want ErrAlreadyExists", err)
 	}
-	if _, ok := s.get(LockName(sub, 2)); ok {
+	if _, ok := s.Get(LockName(sub, 2)); ok {
 		t.Fatal("refused job left its lock behind")
 	}
 }
@@ -329,8 +330,8 @@ func TestLockRace(t *testing.T) {
 	const rounds, jobs = 200, 6
 	var wins [jobs + 1]int
 	for r := 0; r < rounds; r++ {
-		s := newFakeStore()
-		s.beforeList = func(storage.ListOptions) { runtime.Gosched() }
+		s := storagefake.New()
+		s.BeforeList = func(storage.ListOptions) { runtime.Gosched() }
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -362,7 +363,7 @@ func TestLockRace(t *testing.T) {
 		for _, w := range winners {
 			want = append(want, LockName(sub, w))
 		}
-		if got := s.names(); !slices.Equal(got, want) {
+		if got := s.Names(); !slices.Equal(got, want) {
 			t.Fatalf("round %d: store holds %q, want %q", r, got, want)
 		}
 	}
@@ -371,16 +372,16 @@ func TestLockRace(t *testing.T) {
 
 func TestListBackups(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	complete := []string{"2025/01/01-000000.00", "2026/11/24-004726.00", "2026/11/24-120000.50", "2026/12/01-000000.00"}
 	for _, d := range complete {
 		writeManifest(t, s, d, time.Unix(1795999646, 0))
-		s.put(d+"/"+DataPath(1, "a"), []byte("sst"))
+		s.Put(d+"/"+DataPath(1, "a"), []byte("sst"))
 	}
 	incomplete := []string{"2026/11/25-000000.00", "2027/01/01-000000.00"}
 	for _, d := range incomplete {
-		s.put(d+"/"+DataPath(2, "b"), []byte("sst"))
-		s.put(LockName(d, 9), nil)
+		s.Put(d+"/"+DataPath(2, "b"), []byte("sst"))
+		s.Put(LockName(d, 9), nil)
 	}
 	// Noise that is not a full backup's subdirectory.
 	for _, n := range []string{
@@ -388,10 +389,10 @@ func TestListBackups(t *testing.T) {
 		"2026/notamonth/24-004726.00/BACKUP_MANIFEST", "2026/11/garbage/BACKUP_MANIFEST",
 		"2026/11/24-004726.00.bak/BACKUP_MANIFEST", "README", "2026/11/file",
 	} {
-		s.put(n, []byte("x"))
+		s.Put(n, []byte("x"))
 	}
 
-	s.lists = nil
+	s.ResetLists()
 	got, err := ListBackups(ctx, s)
 	if err != nil {
 		t.Fatal(err)
@@ -399,13 +400,13 @@ func TestListBackups(t *testing.T) {
 	if !slices.Equal(got, complete) {
 		t.Fatalf("ListBackups = %q, want %q", got, complete)
 	}
-	for _, l := range s.lists {
+	for _, l := range s.Lists() {
 		if l.Delimiter != "/" || strings.Count(l.Prefix, "/") > 2 {
 			t.Errorf("ListBackups listed %+v, deeper than a month or without delimiter", l)
 		}
 	}
-	if len(s.reads) != 0 {
-		t.Errorf("ListBackups read %q", s.reads)
+	if len(s.Reads()) != 0 {
+		t.Errorf("ListBackups read %q", s.Reads())
 	}
 
 	got, err = ListIncomplete(ctx, s)
@@ -416,7 +417,7 @@ func TestListBackups(t *testing.T) {
 		t.Fatalf("ListIncomplete = %q, want %q", got, incomplete)
 	}
 
-	empty, err := ListBackups(ctx, newFakeStore())
+	empty, err := ListBackups(ctx, storagefake.New())
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("empty collection: %q, %v", empty, err)
 	}
@@ -424,7 +425,7 @@ func TestListBackups(t *testing.T) {
 
 func TestReadLayer(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	end := time.Unix(1795999646, 5)
 	writeManifest(t, s, sub, end)
 	l, err := ReadLayer(ctx, s, sub)
@@ -439,7 +440,7 @@ func TestReadLayer(t *testing.T) {
 	if err != nil || l != (Layer{Subdir: "2026/11/25-000000.00"}) {
 		t.Fatalf("incomplete layer: %+v, %v", l, err)
 	}
-	s.put(sub+"/"+manifest.ManifestName, []byte("torn"))
+	s.Put(sub+"/"+manifest.ManifestName, []byte("torn"))
 	if _, err := ReadLayer(ctx, s, sub); !errors.Is(err, manifest.ErrCorrupt) {
 		t.Fatalf("corrupt layer: got %v, want ErrCorrupt", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairnbackup/cairn/core/manifest/manifestpb"
+	"github.com/cairnbackup/cairn/internal/storagefake"
 	"github.com/cairnbackup/cairn/sdk/storage"
 )
 
@@ -78,14 +79,14 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 
 func TestWriteReadManifest(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	m := sampleManifest()
 	if err := WriteManifest(ctx, s, testDir, m); err != nil {
 		t.Fatal(err)
 	}
 	name := testDir + "/" + ManifestName
-	if want := []string{name + ChecksumSuffix, name}; !slices.Equal(s.commits, want) {
-		t.Fatalf("commit order %q, want %q (checksum first)", s.commits, want)
+	if want := []string{name + ChecksumSuffix, name}; !slices.Equal(s.Commits(), want) {
+		t.Fatalf("commit order %q, want %q (checksum first)", s.Commits(), want)
 	}
 	got, err := ReadManifest(ctx, s, testDir)
 	if err != nil {
@@ -94,8 +95,8 @@ func TestWriteReadManifest(t *testing.T) {
 	if !proto.Equal(got, m) {
 		t.Fatalf("read back %v, want %v", got, m)
 	}
-	sum, _ := s.get(name + ChecksumSuffix)
-	data, _ := s.get(name)
+	sum, _ := s.Get(name + ChecksumSuffix)
+	data, _ := s.Get(name)
 	if h := sha256.Sum256(data); string(sum) != hex.EncodeToString(h[:]) {
 		t.Fatalf("checksum file %q is not the hex SHA-256 of the manifest", sum)
 	}
@@ -107,7 +108,7 @@ func TestWriteReadManifest(t *testing.T) {
 	if !errors.Is(err, storage.ErrAlreadyExists) {
 		t.Fatalf("second WriteManifest: %v, want ErrAlreadyExists", err)
 	}
-	if sum2, _ := s.get(name + ChecksumSuffix); !bytes.Equal(sum2, sum) {
+	if sum2, _ := s.Get(name + ChecksumSuffix); !bytes.Equal(sum2, sum) {
 		t.Fatal("refused write replaced the checksum file")
 	}
 	if _, err := ReadManifest(ctx, s, testDir); err != nil {
@@ -116,20 +117,20 @@ func TestWriteReadManifest(t *testing.T) {
 }
 
 func TestWriteManifestRefusesInvalid(t *testing.T) {
-	s := newFakeStore()
+	s := storagefake.New()
 	m := sampleManifest()
 	m.EndTime = nil
 	err := WriteManifest(context.Background(), s, testDir, m)
 	if !errors.Is(err, storage.ErrInvalidArgument) || !strings.Contains(err.Error(), "end_time") {
 		t.Fatalf("got %v, want invalid argument naming end_time", err)
 	}
-	if n := s.names(); len(n) != 0 {
+	if n := s.Names(); len(n) != 0 {
 		t.Fatalf("invalid manifest left %q", n)
 	}
 }
 
 func TestReadManifestMissing(t *testing.T) {
-	_, err := ReadManifest(context.Background(), newFakeStore(), testDir)
+	_, err := ReadManifest(context.Background(), storagefake.New(), testDir)
 	if !errors.Is(err, ErrNoManifest) || !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("got %v, want ErrNoManifest and ErrNotFound", err)
 	}
@@ -143,11 +144,11 @@ func TestReadManifestMissing(t *testing.T) {
 
 func TestReadManifestPassesStoreErrors(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	if err := WriteManifest(ctx, s, testDir, sampleManifest()); err != nil {
 		t.Fatal(err)
 	}
-	s.failRead = func(string) error { return fmt.Errorf("flaky: %w", storage.ErrUnavailable) }
+	s.FailRead = func(string) error { return fmt.Errorf("flaky: %w", storage.ErrUnavailable) }
 	_, err := ReadManifest(ctx, s, testDir)
 	if !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNoManifest) {
 		t.Fatalf("got %v, want only ErrUnavailable", err)
@@ -155,10 +156,10 @@ func TestReadManifestPassesStoreErrors(t *testing.T) {
 }
 
 // putEncoded stores data as dir's manifest with a matching checksum file.
-func putEncoded(s *fakeStore, data []byte) {
+func putEncoded(s *storagefake.Store, data []byte) {
 	sum := sha256.Sum256(data)
-	s.put(testDir+"/"+ManifestName, data)
-	s.put(testDir+"/"+ManifestName+ChecksumSuffix, []byte(hex.EncodeToString(sum[:])))
+	s.Put(testDir+"/"+ManifestName, data)
+	s.Put(testDir+"/"+ManifestName+ChecksumSuffix, []byte(hex.EncodeToString(sum[:])))
 }
 
 func TestReadManifestCorrupt(t *testing.T) {
@@ -173,43 +174,43 @@ func TestReadManifestCorrupt(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name     string
-		mutate   func(s *fakeStore)
+		mutate   func(s *storagefake.Store)
 		file     string // the file the error must name
 		contains string
 	}{
-		{"flipped byte", func(s *fakeStore) {
+		{"flipped byte", func(s *storagefake.Store) {
 			b := bytes.Clone(good)
 			b[len(b)/2] ^= 0x01
-			s.put(name, b)
+			s.Put(name, b)
 		}, name, "checksum mismatch"},
-		{"truncated", func(s *fakeStore) { s.put(name, good[:len(good)-5]) }, name, "checksum mismatch"},
-		{"missing checksum", func(s *fakeStore) { s.Delete(context.Background(), name+ChecksumSuffix) },
+		{"truncated", func(s *storagefake.Store) { s.Put(name, good[:len(good)-5]) }, name, "checksum mismatch"},
+		{"missing checksum", func(s *storagefake.Store) { s.Delete(context.Background(), name+ChecksumSuffix) },
 			name, "BACKUP_MANIFEST-CHECKSUM is missing"},
-		{"garbage checksum", func(s *fakeStore) { s.put(name+ChecksumSuffix, []byte("not hex")) },
+		{"garbage checksum", func(s *storagefake.Store) { s.Put(name+ChecksumSuffix, []byte("not hex")) },
 			name + ChecksumSuffix, "hex SHA-256"},
-		{"wrong magic", func(s *fakeStore) {
+		{"wrong magic", func(s *storagefake.Store) {
 			b := bytes.Clone(good)
 			copy(b, "CAIRNMF9")
 			putEncoded(s, b)
 		}, name, "bad magic"},
-		{"empty", func(s *fakeStore) { putEncoded(s, nil) }, name, "bad magic"},
-		{"not zstd", func(s *fakeStore) { putEncoded(s, append([]byte(Magic), "hello world"...)) }, name, "decompressing"},
-		{"bad proto", func(s *fakeStore) {
+		{"empty", func(s *storagefake.Store) { putEncoded(s, nil) }, name, "bad magic"},
+		{"not zstd", func(s *storagefake.Store) { putEncoded(s, append([]byte(Magic), "hello world"...)) }, name, "decompressing"},
+		{"bad proto", func(s *storagefake.Store) {
 			putEncoded(s, append([]byte(Magic), zstdOf([]byte{0xff, 0xff, 0xff})...))
 		}, name, "unmarshaling BackupManifest"},
-		{"path with dotdot", func(s *fakeStore) {
+		{"path with dotdot", func(s *storagefake.Store) {
 			m := sampleManifest()
 			m.Files[0].Path = "data/../../etc/passwd"
 			b, _ := Encode(m)
 			putEncoded(s, b)
 		}, name, `files[0]: path "data/../../etc/passwd" is not a clean relative path`},
-		{"future format", func(s *fakeStore) {
+		{"future format", func(s *storagefake.Store) {
 			m := sampleManifest()
 			m.FormatVersion = 9
 			b, _ := Encode(m)
 			putEncoded(s, b)
 		}, name, "format_version 9 is unknown"},
-		{"short checksum in file", func(s *fakeStore) {
+		{"short checksum in file", func(s *storagefake.Store) {
 			m := sampleManifest()
 			m.Files[0].Sha256 = []byte{1, 2, 3}
 			b, _ := Encode(m)
@@ -218,7 +219,7 @@ func TestReadManifestCorrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := newFakeStore()
+			s := storagefake.New()
 			if err := WriteManifest(ctx, s, testDir, sampleManifest()); err != nil {
 				t.Fatal(err)
 			}
@@ -344,7 +345,7 @@ func TestPartialName(t *testing.T) {
 
 func TestWriteReadPartial(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	p := &manifestpb.BackupPartialManifest{
 		BackupId: "b1",
 		Locality: "region=us-east1",
@@ -354,8 +355,8 @@ func TestWriteReadPartial(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := testDir + "/BACKUP_PART_1_region_us-east1"
-	if want := []string{name + ChecksumSuffix, name}; !slices.Equal(s.commits, want) {
-		t.Fatalf("commit order %q, want %q", s.commits, want)
+	if want := []string{name + ChecksumSuffix, name}; !slices.Equal(s.Commits(), want) {
+		t.Fatalf("commit order %q, want %q", s.Commits(), want)
 	}
 	got, err := ReadPartial(ctx, s, testDir, 1, "region=us-east1", "b1")
 	if err != nil {
@@ -384,8 +385,8 @@ func TestWriteReadPartial(t *testing.T) {
 	if _, err := ReadPartial(ctx, s, testDir, 2, "region=us-east1", ""); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("missing partial: got %v, want ErrNotFound", err)
 	}
-	d, _ := s.get(name)
-	s.put(name, append(d, 0))
+	d, _ := s.Get(name)
+	s.Put(name, append(d, 0))
 	if _, err := ReadPartial(ctx, s, testDir, 1, "region=us-east1", ""); !errors.Is(err, ErrCorrupt) ||
 		!strings.Contains(err.Error(), name) {
 		t.Fatalf("tampered partial: got %v", err)
@@ -429,7 +430,7 @@ func TestDescTS(t *testing.T) {
 
 func TestCheckpoints(t *testing.T) {
 	ctx := context.Background()
-	s := newFakeStore()
+	s := storagefake.New()
 	if _, ok, err := ReadLatestCheckpoint(ctx, s, testDir); ok || err != nil {
 		t.Fatalf("empty: got ok=%v err=%v", ok, err)
 	}
@@ -464,7 +465,7 @@ func TestCheckpoints(t *testing.T) {
 	}
 	want := []string{cp(3), cp(3) + ChecksumSuffix, cp(2), cp(2) + ChecksumSuffix}
 	slices.Sort(want)
-	if got := s.names(); !slices.Equal(got, want) {
+	if got := s.Names(); !slices.Equal(got, want) {
 		t.Fatalf("after 4 checkpoints the store holds\n%q\nwant\n%q", got, want)
 	}
 	if j := latestJob(); j != 103 {
@@ -473,26 +474,26 @@ func TestCheckpoints(t *testing.T) {
 
 	// A torn newest checkpoint (checksum written, checkpoint not) and a
 	// corrupted one are skipped.
-	s.put(cp(5)+ChecksumSuffix, []byte(strings.Repeat("ab", 32)))
-	d, _ := s.get(cp(3))
-	s.put(cp(4), d)
-	s.put(cp(4)+ChecksumSuffix, []byte(strings.Repeat("00", 32)))
+	s.Put(cp(5)+ChecksumSuffix, []byte(strings.Repeat("ab", 32)))
+	d, _ := s.Get(cp(3))
+	s.Put(cp(4), d)
+	s.Put(cp(4)+ChecksumSuffix, []byte(strings.Repeat("00", 32)))
 	if j := latestJob(); j != 103 {
 		t.Fatalf("with torn newer checkpoints, latest is job %d, want 103", j)
 	}
 
 	// A store error is not mistaken for a torn checkpoint.
-	s.failRead = func(string) error { return storage.ErrUnavailable }
+	s.FailRead = func(string) error { return storage.ErrUnavailable }
 	if _, _, err := ReadLatestCheckpoint(ctx, s, testDir); !errors.Is(err, storage.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
-	s.failRead = nil
+	s.FailRead = nil
 
 	// Writing again prunes the torn ones and the oldest good one.
 	write(6)
 	want = []string{cp(6), cp(6) + ChecksumSuffix, cp(4), cp(4) + ChecksumSuffix}
 	slices.Sort(want)
-	if got := s.names(); !slices.Equal(got, want) {
+	if got := s.Names(); !slices.Equal(got, want) {
 		t.Fatalf("after pruning the store holds\n%q\nwant\n%q", got, want)
 	}
 	if j := latestJob(); j != 106 {
@@ -501,14 +502,14 @@ func TestCheckpoints(t *testing.T) {
 
 	// A checkpoint written with a clock behind the newest is kept.
 	write(1)
-	if _, ok := s.get(cp(1)); !ok {
-		t.Fatalf("checkpoint written with a skewed clock was pruned: %q", s.names())
+	if _, ok := s.Get(cp(1)); !ok {
+		t.Fatalf("checkpoint written with a skewed clock was pruned: %q", s.Names())
 	}
-	if _, ok := s.get(cp(6)); !ok {
-		t.Fatalf("newest checkpoint was pruned: %q", s.names())
+	if _, ok := s.Get(cp(6)); !ok {
+		t.Fatalf("newest checkpoint was pruned: %q", s.Names())
 	}
-	if n := len(s.names()); n != 4 {
-		t.Fatalf("%d files left, want 2 checkpoints with checksums: %q", n, s.names())
+	if n := len(s.Names()); n != 4 {
+		t.Fatalf("%d files left, want 2 checkpoints with checksums: %q", n, s.Names())
 	}
 }
 
