@@ -21,7 +21,7 @@ AZURITE_VERSION  := 3.35.0
 
 CLUSTER_FLAGS ?= --insecure
 
-.PHONY: cluster cluster-down all build demo test test-short bench lint proto proto-check protoc-installed clean test-servers
+.PHONY: cluster cluster-down all build demo test test-short soak bench lint proto proto-check protoc-installed clean test-servers
 
 all: build
 
@@ -67,6 +67,15 @@ test: build test-servers proto-check
 ## test-short: the tests that need no external server, in -short mode.
 test-short:
 	$(GO) test -short -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## soak: the multi-process kill tests, harder: SOAK_KILLS coordinator SIGKILLs (at most ~25) during a
+## backup of SOAK_BYTES under a workload, SOAK_ROUNDS times over.
+SOAK_KILLS  ?= 15
+SOAK_BYTES  ?= 1GB
+SOAK_ROUNDS ?= 3
+soak:
+	CAIRN_SOAK_KILLS=$(SOAK_KILLS) CAIRN_SOAK_BYTES=$(SOAK_BYTES) \
+		$(GO) test -run Soak -count=$(SOAK_ROUNDS) -timeout 60m -v ./cmd/cairn/clustertest
 
 ## bench: throughput of backup and restore against a plain copy of the stores, plus micro-benchmarks.
 bench: build test-servers

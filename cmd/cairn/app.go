@@ -435,7 +435,7 @@ func parseSize(s string) (int64, error) {
 func workloadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workload",
-		Usage: "create and load the movr demo database",
+		Usage: "create and load the movr demo database, or keep writing to it",
 		Subcommands: []*cli.Command{{
 			Name:      "init",
 			Usage:     "create database movr and load it",
@@ -474,7 +474,77 @@ func workloadCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "loaded %d rows, %s into %s\n", stats.Rows, humanBytes(stats.Bytes), c.String("db"))
 				return nil
 			},
-		}},
+		}, workloadRunCommand()},
+	}
+}
+
+func workloadRunCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "keep writing to a movr database: new rides, users, vehicles and promo codes",
+		ArgsUsage: "movr",
+		Description: `Inserts movr rows, one row per write, with ids beyond the loaded ones, until
+--duration ends or the command is interrupted (which stops it cleanly). It prints how
+many operations it applied. With --host the writes run on that node (cairn start),
+which is their gateway.
+
+Examples:
+  cairn workload run movr --host 127.0.0.1:26257 --insecure --duration 1m --max-rate 200`,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "duration", Usage: "how long to run; 0 runs until interrupted"},
+			&cli.Float64Flag{Name: "max-rate", Usage: "cap on operations per second; 0 is unlimited"},
+			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "seed of the operation stream"},
+			&cli.StringFlag{Name: "db", Value: "movr", Usage: "database name"},
+			dataDirFlag, nodesFlag, verboseFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 || c.Args().First() != "movr" {
+				return fmt.Errorf("%s: unknown workload %q: the only workload is movr", commandName(c), strings.Join(c.Args().Slice(), " "))
+			}
+			if c.Duration("duration") < 0 || c.Float64("max-rate") < 0 {
+				return fmt.Errorf("%s: --duration and --max-rate must not be negative", commandName(c))
+			}
+			// An interrupt (main cancels c.Context) ends the run like the
+			// end of --duration, not with an error.
+			ctx := c.Context
+			d := c.Duration("duration")
+			var ops int64
+			if c.String("host") != "" {
+				n, interrupted, err := remoteWorkloadRun(ctx, c, d)
+				if err != nil {
+					return err
+				}
+				if interrupted {
+					fmt.Fprintf(c.App.Writer, "interrupted: the operations applied to %s were not counted\n", c.String("db"))
+					return nil
+				}
+				ops = n
+			} else {
+				if d > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, d)
+					defer cancel()
+				}
+				srv, err := openCluster(c)
+				if err != nil {
+					return err
+				}
+				defer srv.Close()
+				ids, err := srv.TableIDs(ctx, c.String("db"))
+				if err != nil {
+					return err
+				}
+				st, err := movr.Run(ctx, server.KV{Node: srv.Gateway().Node}, ids, movr.RunConfig{
+					Seed: c.Int64("seed"), Concurrency: 2, MaxOpsPerSecond: c.Float64("max-rate"),
+				})
+				if err != nil {
+					return err
+				}
+				ops = st.Ops()
+			}
+			fmt.Fprintf(c.App.Writer, "applied %d operations to %s\n", ops, c.String("db"))
+			return nil
+		},
 	}
 }
 

@@ -22,6 +22,76 @@ import (
 // can catch a backup while it runs. Never set it in production.
 const EnvExportDelay = "CAIRN_TESTING_EXPORT_DELAY"
 
+// EnvExportLog is a testing-only knob: a file to which every backup
+// processor of the node appends one line, "<job id> <span index> <node
+// id>", when it starts exporting a span (before EnvExportDelay). Lines are
+// appended with O_APPEND in one write each, so several nodes can share the
+// file; tests use it to prove that a resumed backup does not export again
+// the spans its checkpoint holds. Never set it in production.
+const EnvExportLog = "CAIRN_TESTING_EXPORT_LOG"
+
+// EnvFinishDelay is a testing-only knob: a Go duration that a backup's
+// coordinator waits once every span is exported and checkpointed, before
+// it writes the manifest, so that tests can stop the job in that phase.
+// Never set it in production.
+const EnvFinishDelay = "CAIRN_TESTING_FINISH_DELAY"
+
+// testingKnobs builds the backup knobs of the testing-only environment
+// variables above; none set gives no knobs.
+func testingKnobs(nodeID func() int32) (backup.Knobs, error) {
+	var k backup.Knobs
+	var delay, finish time.Duration
+	if d := os.Getenv(EnvExportDelay); d != "" {
+		var err error
+		if delay, err = time.ParseDuration(d); err != nil {
+			return k, fmt.Errorf("%s: %w", EnvExportDelay, err)
+		}
+	}
+	if d := os.Getenv(EnvFinishDelay); d != "" {
+		var err error
+		if finish, err = time.ParseDuration(d); err != nil {
+			return k, fmt.Errorf("%s: %w", EnvFinishDelay, err)
+		}
+	}
+	logPath := os.Getenv(EnvExportLog)
+	if delay > 0 || logPath != "" {
+		k.BeforeExportSpan = func(ctx context.Context, job int64, span int) error {
+			if logPath != "" {
+				f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+				if err != nil {
+					return fmt.Errorf("%s: %w", EnvExportLog, err)
+				}
+				_, err = fmt.Fprintf(f, "%d %d %d\n", job, span, nodeID())
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w", EnvExportLog, err)
+				}
+			}
+			return sleepCtx(ctx, delay)
+		}
+	}
+	if finish > 0 {
+		k.BeforeFinish = func(ctx context.Context, _ int64) error { return sleepCtx(ctx, finish) }
+	}
+	return k, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // listeningInfo is what --listening-file receives once the node serves.
 type listeningInfo struct {
 	NodeID        int32    `json:"node_id"`
@@ -109,20 +179,15 @@ Examples:
 				}
 				cfg.ServerCreds, cfg.ClientCreds = srv, cl
 			}
-			if d := os.Getenv(EnvExportDelay); d != "" {
-				delay, err := time.ParseDuration(d)
-				if err != nil {
-					return fmt.Errorf("%s: %w", EnvExportDelay, err)
-				}
-				cfg.Knobs = backup.Knobs{BeforeExportSpan: func(ctx context.Context, _ int64, _ int) error {
-					select {
-					case <-time.After(delay):
-						return nil
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}}
+			// The node's id is known once StartNode returns; a processor
+			// that starts before waits for it.
+			var nd *server.Node
+			started := make(chan struct{})
+			knobs, err := testingKnobs(func() int32 { <-started; return nd.ID() })
+			if err != nil {
+				return err
 			}
+			cfg.Knobs = knobs
 			if j := splitList(c.String("join")); len(j) > 0 && len(cfg.EtcdEndpoints) == 0 {
 				eps, err := etcdFromJoin(c, j)
 				if err != nil {
@@ -130,10 +195,11 @@ Examples:
 				}
 				cfg.EtcdEndpoints = eps
 			}
-			nd, err := server.StartNode(c.Context, cfg)
+			nd, err = server.StartNode(c.Context, cfg)
 			if err != nil {
 				return err
 			}
+			close(started)
 			defer nd.Close()
 			info := listeningInfo{NodeID: nd.ID(), Addr: nd.Addr(), HTTPAddr: nd.HTTPAddr(), EtcdEndpoints: nd.EtcdEndpoints(), PID: os.Getpid()}
 			fmt.Fprintf(c.App.Writer, "node %d serving at %s", info.NodeID, info.Addr)

@@ -221,6 +221,11 @@ func (r *Resumer) Resume(ctx context.Context, job *jobs.Job) error {
 	if runErr != nil {
 		return runErr
 	}
+	if k := env.Knobs.BeforeFinish; k != nil {
+		if err := k(ctx, job.ID()); err != nil {
+			return err
+		}
+	}
 	return r.finish(ctx, job, spec, prog, store, cpState)
 }
 

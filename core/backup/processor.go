@@ -38,6 +38,9 @@ type Knobs struct {
 	// BeforeExportSpan runs before a processor exports a span; an error
 	// fails the span.
 	BeforeExportSpan func(ctx context.Context, jobID int64, spanIndex int) error
+	// BeforeFinish runs on the coordinator once every span is exported and
+	// checkpointed, before the manifest is written; an error ends the run.
+	BeforeFinish func(ctx context.Context, jobID int64) error
 	// BeforeRestoreFile runs before a restore processor reads a file.
 	BeforeRestoreFile func(ctx context.Context, jobID int64, fileIndex int) error
 }

@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -231,7 +232,7 @@ func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 		creds = insecure.NewCredentials()
 	}
 	cc, err := grpc.NewClient(nd.Addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)), grpc.WithConnectParams(peerConnectParams))
 	if err != nil {
 		return nil, fmt.Errorf("dialing node %d at %s: %w", id, nd.Addr, err)
 	}
@@ -240,6 +241,17 @@ func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 	}
 	n.conns[id] = &nodeConn{cc: cc, addr: nd.Addr, checked: time.Now()}
 	return cc, nil
+}
+
+// peerConnectParams bound how long a connection to a node that went away
+// waits between attempts to reconnect. gRPC's default grows to two
+// minutes, and while it waits every call fails at once with the last dial
+// error: a node restarted on the same address would stay unreachable to
+// its peers (closing timestamps, exports, writes) long after it serves,
+// and a job retrying through it exhausts its retry budget.
+var peerConnectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 5 * time.Second,
 }
 
 // connRecheck is how long a connection is used before its node's address
