@@ -18,6 +18,8 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cairnbackup/cairn/core/backup"
 	"github.com/cairnbackup/cairn/core/cluster"
@@ -323,7 +325,15 @@ func (r *Resumer) ingest(ctx context.Context, job *jobs.Job, spec Spec, m *manif
 					return
 				}
 				if err != nil {
-					cancel(jobs.MarkPermanent(fmt.Errorf("restore processor on node %d: %w", node, err)))
+					err = fmt.Errorf("restore processor on node %d: %w", node, err)
+					// A node that went away (or a replica it ingests into)
+					// is worth another try; the rest is final.
+					switch status.Code(errors.Unwrap(err)) {
+					case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+						cancel(jobs.MarkRetryable(err))
+					default:
+						cancel(jobs.MarkPermanent(err))
+					}
 					return
 				}
 				mu.Lock()
@@ -520,6 +530,11 @@ func (p *processor) restoreFile(ctx context.Context, store storage.Store, f *pro
 				return 0, 0, err
 			}
 			if err := node.IngestTo(ctx, rep, o.rd.RangeID, o.file); err != nil {
+				// A replica on a dead node is left behind, as writes do;
+				// every live replica must have the data.
+				if live, lerr := node.Meta.LiveNodes(ctx); lerr == nil && !live[rep] {
+					continue
+				}
 				return 0, 0, fmt.Errorf("ingesting %s into node %d: %w", f.Path, rep, err)
 			}
 		}
