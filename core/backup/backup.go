@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -103,15 +102,8 @@ func NewResumer(env *Env) jobs.Constructor {
 func decode(rec jobs.Record) (Spec, Progress, error) {
 	var spec Spec
 	var prog Progress
-	if err := json.Unmarshal(rec.Payload, &spec); err != nil {
-		return spec, prog, jobs.MarkPermanent(fmt.Errorf("decoding backup spec: %w", err))
-	}
-	if len(rec.Progress) > 0 {
-		if err := json.Unmarshal(rec.Progress, &prog); err != nil {
-			return spec, prog, jobs.MarkPermanent(fmt.Errorf("decoding backup progress: %w", err))
-		}
-	}
-	return spec, prog, nil
+	err := rec.Decode(&spec, &prog)
+	return spec, prog, err
 }
 
 // TargetSpans returns the spans of the spec's tables, merged.

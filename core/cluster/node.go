@@ -209,13 +209,15 @@ func (n *Node) Stop() {
 // Client returns a client for node id's gRPC API.
 func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 	n.connMu.Lock()
-	defer n.connMu.Unlock()
 	c, ok := n.conns[id]
+	n.connMu.Unlock()
 	if ok && time.Since(c.checked) < connRecheck {
 		return c.cc, nil
 	}
 	// A node that restarted listens somewhere else: look its address up
-	// again now and then, and redial when it moved.
+	// again now and then, and redial when it moved. The lookup runs
+	// outside the lock, so one slow etcd read does not hold up every
+	// other call of this node.
 	nd, err := n.Meta.Node(ctx, id)
 	if err != nil {
 		if ok {
@@ -223,6 +225,9 @@ func (n *Node) Conn(ctx context.Context, id int32) (*grpc.ClientConn, error) {
 		}
 		return nil, err
 	}
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	c, ok = n.conns[id] // another caller may have redialled meanwhile
 	if ok && c.addr == nd.Addr {
 		c.checked = time.Now()
 		return c.cc, nil

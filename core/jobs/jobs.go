@@ -23,6 +23,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -188,4 +189,19 @@ func MarkPermanent(err error) error {
 func IsRetryable(err error) bool {
 	var m *retryMark
 	return errors.As(err, &m) && m.retryable
+}
+
+// Decode unmarshals a record's Payload into payload and, when there is
+// any, its Progress into progress. A record that does not decode can
+// never run, so the error is permanent.
+func (r Record) Decode(payload, progress any) error {
+	if err := json.Unmarshal(r.Payload, payload); err != nil {
+		return MarkPermanent(fmt.Errorf("decoding the payload of %s job %d: %w", r.Type, r.ID, err))
+	}
+	if len(r.Progress) > 0 {
+		if err := json.Unmarshal(r.Progress, progress); err != nil {
+			return MarkPermanent(fmt.Errorf("decoding the progress of %s job %d: %w", r.Type, r.ID, err))
+		}
+	}
+	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,15 +84,8 @@ func NewResumer(env *backup.Env) jobs.Constructor {
 func decode(rec jobs.Record) (Spec, Progress, error) {
 	var spec Spec
 	var prog Progress
-	if err := json.Unmarshal(rec.Payload, &spec); err != nil {
-		return spec, prog, jobs.MarkPermanent(fmt.Errorf("decoding restore spec: %w", err))
-	}
-	if len(rec.Progress) > 0 {
-		if err := json.Unmarshal(rec.Progress, &prog); err != nil {
-			return spec, prog, jobs.MarkPermanent(fmt.Errorf("decoding restore progress: %w", err))
-		}
-	}
-	return spec, prog, nil
+	err := rec.Decode(&spec, &prog)
+	return spec, prog, err
 }
 
 func permanent(err error) error {

@@ -287,13 +287,8 @@ func (w *writer) Abort() error {
 // check enforces the naming rules of package storage and reports a
 // cancelled ctx.
 func check(ctx context.Context, op, name string) error {
-	if name == "" {
-		return fmt.Errorf("%s: empty object name: %w", op, storage.ErrInvalidArgument)
-	}
-	for elem := range strings.SplitSeq(name, "/") {
-		if elem == "" || elem == "." || elem == ".." {
-			return fmt.Errorf("%s %q: %q element in object name: %w", op, name, elem, storage.ErrInvalidArgument)
-		}
+	if err := storage.ValidateName(name); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s %s: %w", op, name, err)

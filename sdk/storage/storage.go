@@ -12,7 +12,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -151,4 +153,22 @@ type Provider interface {
 	// ErrInvalidArgument) and returns a store rooted at its path. Errors
 	// must not contain secrets from the URI.
 	Open(ctx context.Context, uri string) (Store, error)
+}
+
+// ValidateName checks name against the naming rules above: not empty, no
+// leading "/", and no empty, "." or ".." elements. Its error wraps
+// ErrInvalidArgument. Every Store refuses such names with it.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty object name: %w", ErrInvalidArgument)
+	}
+	for elem := range strings.SplitSeq(name, "/") {
+		switch elem {
+		case "":
+			return fmt.Errorf("object name %q has an empty element: %w", name, ErrInvalidArgument)
+		case ".", "..":
+			return fmt.Errorf("object name %q has a %q element: %w", name, elem, ErrInvalidArgument)
+		}
+	}
+	return nil
 }

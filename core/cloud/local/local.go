@@ -490,19 +490,14 @@ func check(ctx context.Context, op, name string) error {
 // validName enforces the naming rules of package storage, and refuses
 // the reserved element TmpDir and NUL bytes.
 func validName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty object name: %w", storage.ErrInvalidArgument)
+	if err := storage.ValidateName(name); err != nil {
+		return err
 	}
 	if strings.IndexByte(name, 0) >= 0 {
 		return fmt.Errorf("object name has a NUL byte: %w", storage.ErrInvalidArgument)
 	}
 	for elem := range strings.SplitSeq(name, "/") {
-		switch elem {
-		case "":
-			return fmt.Errorf("object name has an empty element: %w", storage.ErrInvalidArgument)
-		case ".", "..":
-			return fmt.Errorf("object name has a %q element: %w", elem, storage.ErrInvalidArgument)
-		case TmpDir:
+		if elem == TmpDir {
 			return fmt.Errorf("object name has the reserved element %q: %w", TmpDir, storage.ErrInvalidArgument)
 		}
 	}

@@ -233,18 +233,8 @@ func checkContainerName(name string) error {
 }
 
 // validName reports whether name follows the object naming rules of
-// package storage: slash-separated, non-empty elements, none "." or "..".
-func validName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for elem := range strings.SplitSeq(name, "/") {
-		if elem == "" || elem == "." || elem == ".." {
-			return false
-		}
-	}
-	return true
-}
+// package storage.
+func validName(name string) bool { return storage.ValidateName(name) == nil }
 
 // validListPrefix reports whether some valid name can start with prefix:
 // every element of it but the last (which may be partial) must be valid.

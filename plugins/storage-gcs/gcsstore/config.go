@@ -233,20 +233,7 @@ func decodeCredentials(raw string) (creds []byte, typ string, secrets []string, 
 }
 
 // validName enforces the naming rules of package storage.
-func validName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty object name")
-	}
-	for elem := range strings.SplitSeq(name, "/") {
-		switch elem {
-		case "":
-			return fmt.Errorf("object name has an empty element")
-		case ".", "..":
-			return fmt.Errorf("object name has a %q element", elem)
-		}
-	}
-	return nil
-}
+func validName(name string) error { return storage.ValidateName(name) }
 
 // validListPrefix reports whether some valid name can start with prefix:
 // every element but the last (which may be partial) must be valid.

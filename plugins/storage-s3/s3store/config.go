@@ -212,18 +212,8 @@ func ParseURI(uri string) (Config, error) {
 }
 
 // validName reports whether name follows the naming rules of package
-// storage: slash-separated, non-empty elements, none "." or "..".
-func validName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for elem := range strings.SplitSeq(name, "/") {
-		if elem == "" || elem == "." || elem == ".." {
-			return false
-		}
-	}
-	return true
-}
+// storage.
+func validName(name string) bool { return storage.ValidateName(name) == nil }
 
 // possiblePrefix reports whether some valid name can start with prefix:
 // every element but the last must be a valid element.

@@ -229,27 +229,11 @@ func (s *Store) Close() error { return nil }
 
 // check validates name and reports a cancelled ctx.
 func check(ctx context.Context, op, name string) error {
-	if err := validName(name); err != nil {
+	if err := storage.ValidateName(name); err != nil {
 		return fmt.Errorf("%s %q: %w", op, name, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s %s: %w", op, name, err)
-	}
-	return nil
-}
-
-// validName enforces the naming rules of package storage.
-func validName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty object name: %w", storage.ErrInvalidArgument)
-	}
-	for elem := range strings.SplitSeq(name, "/") {
-		switch elem {
-		case "":
-			return fmt.Errorf("object name has an empty element: %w", storage.ErrInvalidArgument)
-		case ".", "..":
-			return fmt.Errorf("object name has a %q element: %w", elem, storage.ErrInvalidArgument)
-		}
 	}
 	return nil
 }
