@@ -6,6 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,13 +28,20 @@ func benchCommand() *cli.Command {
   RESTORE restoring it as a new database,
 and prints logical MB/s (key+value bytes of the rows, counted once) with the
 ratio of each to cp -r. Note the stores hold every row three times (replicas),
-so cp -r moves about three times the logical bytes.`,
+so cp -r moves about three times the logical bytes.
+
+With --bench-plugins DIR it also backs up to file:// in process and through
+DIR/storage-local out of process, --rounds times each (alternating which goes
+first, each on a freshly opened cluster after sync), and prints the ratio of
+the medians. CAIRN_BENCH_CPUPROFILE=PREFIX writes a CPU profile of each of
+those backups to PREFIX-<inproc|plugin>-<round>.pprof (go tool pprof).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "bytes", Value: "200MB", Usage: "approximate size of movr"},
 			&cli.IntFlag{Name: "rows", Usage: "load this many rows instead of --bytes"},
 			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "dataset seed"},
 			&cli.StringFlag{Name: "dir", Usage: "work directory (default: a temporary one, removed afterwards)"},
 			&cli.StringFlag{Name: "bench-plugins", Usage: "directory holding the storage-local plugin: also compare a file:// backup through it with the same backup in process"},
+			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "with --bench-plugins: rounds of the in-process and plugin backups, alternating which goes first; medians are compared"},
 			nodesFlag, verboseFlag,
 		},
 		Action: runBench,
@@ -148,28 +158,71 @@ func runBench(c *cli.Context) error {
 	rows[len(rows)-1].comment = "ingested into 3 replicas"
 
 	// The same backup through a storage plugin out of process, against the
-	// same local-store code in process, both to file://.
-	if pluginDir := c.String("bench-plugins"); pluginDir != "" {
-		// Both start from a freshly opened cluster, so neither gets warmer
-		// caches than the other.
-		srv.Close()
-		if srv, err = open(""); err != nil {
+	// same local-store code in process, both to file://. Rounds alternate
+	// which goes first; each starts from a freshly opened cluster with the
+	// page cache's dirty pages written back (sync), so neither pays for the
+	// other's writes. The medians are compared.
+	if benchPlugins := c.String("bench-plugins"); benchPlugins != "" {
+		rounds := c.Int("rounds")
+		if rounds < 1 {
+			return fmt.Errorf("bench: --rounds must be at least 1")
+		}
+		// Only the storage plugin differs between the two: the other
+		// plugins of the directory (locality, cloud stores) stay out.
+		bin := filepath.Join(benchPlugins, "storage-local")
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("bench: --bench-plugins: %w", err)
+		}
+		pluginDir := filepath.Join(dir, "plugins")
+		if err := os.MkdirAll(pluginDir, 0o755); err != nil {
 			return err
 		}
-		inproc := filepath.Join(dir, "file-inproc")
-		if err := run("BACKUP to file:// in process", fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", inproc)); err != nil {
+		if abs, err := filepath.Abs(bin); err != nil {
+			return err
+		} else if err := os.Symlink(abs, filepath.Join(pluginDir, "storage-local")); err != nil {
 			return err
 		}
-		rows[len(rows)-1].comment = "core/cloud/local in the node's process"
-		srv.Close()
-		if srv, err = open(pluginDir); err != nil {
-			return err
+		type mode struct {
+			what, key, pluginDir, comment string
+			secs                          []float64
 		}
-		viaPlugin := filepath.Join(dir, "file-plugin")
-		if err := run("BACKUP to file:// via plugin", fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", viaPlugin)); err != nil {
-			return err
+		modes := []*mode{
+			{what: "BACKUP to file:// in process", key: "inproc", comment: "core/cloud/local in the node's process"},
+			{what: "BACKUP to file:// via plugin", key: "plugin", pluginDir: pluginDir},
 		}
-		rows[len(rows)-1].comment = fmt.Sprintf("the same store served by the storage-local plugin; %.2fx the in-process backup", rows[len(rows)-2].secs/rows[len(rows)-1].secs)
+		for r := range rounds {
+			for i := range modes {
+				m := modes[(i+r)%len(modes)]
+				srv.Close()
+				if srv, err = open(m.pluginDir); err != nil {
+					return err
+				}
+				if err := exec.CommandContext(ctx, "sync").Run(); err != nil {
+					return fmt.Errorf("sync: %w", err)
+				}
+				dest := filepath.Join(dir, fmt.Sprintf("file-%d", r))
+				stopProfile, err := startProfile(fmt.Sprintf("%s-%d", m.key, r))
+				if err != nil {
+					return err
+				}
+				t := time.Now()
+				if _, err := srv.Exec(ctx, fmt.Sprintf("BACKUP DATABASE movr INTO 'file://%s'", dest), server.ExecOptions{}); err != nil {
+					return fmt.Errorf("%s: %w", m.what, err)
+				}
+				m.secs = append(m.secs, time.Since(t).Seconds())
+				stopProfile()
+				os.RemoveAll(dest)
+			}
+		}
+		for _, m := range modes {
+			rows = append(rows, row{what: m.what, secs: median(m.secs), comment: m.comment})
+			if rounds > 1 {
+				rows[len(rows)-1].comment += fmt.Sprintf("; median of %d rounds: %s s", rounds, fmtSecs(m.secs))
+			}
+		}
+		ratio := median(modes[0].secs) / median(modes[1].secs)
+		last := &rows[len(rows)-1]
+		last.comment = fmt.Sprintf("the same store served by the storage-local plugin (bytes handed over as spool files); %.2fx the in-process backup%s", ratio, last.comment)
 	}
 
 	fmt.Fprintf(out, "cairn bench: %d nodes, movr %s logical (%d rows)\n\n", len(srv.Nodes), humanBytes(stats.Bytes), stats.Rows)
@@ -193,3 +246,40 @@ func runBench(c *cli.Context) error {
 }
 
 var _ io.Writer
+
+// startProfile writes a CPU profile of the cairn process to
+// $CAIRN_BENCH_CPUPROFILE-<name>.pprof until the returned function is
+// called; without the variable it does nothing.
+func startProfile(name string) (func(), error) {
+	prefix := os.Getenv("CAIRN_BENCH_CPUPROFILE")
+	if prefix == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(prefix + "-" + strings.ReplaceAll(name, " ", "_") + ".pprof")
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// median of xs (not empty); xs is left as it was.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtSecs(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, ", ")
+}

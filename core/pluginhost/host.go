@@ -24,7 +24,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -49,9 +52,18 @@ type Config struct {
 	// CallTimeout bounds every unary call (Open, Stat, Delete, Close,
 	// Describe); streams are bound by their caller's context. 0 means 30s.
 	CallTimeout time.Duration
-	// SpoolDir holds the host's copies of writes in flight; "" means
-	// os.TempDir().
+	// SpoolDir holds the host's copies of writes in flight, in a
+	// directory of its own (cairn-spool-<pid>-*) removed by Close; ""
+	// means os.TempDir(). Storage plugins read finished writes from it,
+	// and the local store takes them by a hard link, so on the file
+	// system of the destination it saves a copy. Give it room for the
+	// files being written at once (a backup: workers x target file size).
 	SpoolDir string
+	// StreamWrites sends every write's bytes over the plugin's socket,
+	// even to plugins that can take them from the spool: for plugins that
+	// cannot see SpoolDir (a sandbox). Plugins that cannot open a handed
+	// file are switched to streaming by themselves.
+	StreamWrites bool
 	// MaxRestarts is how many times one call restarts a dead plugin
 	// before giving up; 0 means 3.
 	MaxRestarts int
@@ -71,9 +83,10 @@ type PluginInfo struct {
 
 // Host runs the plugins of one node. It is safe for concurrent use.
 type Host struct {
-	cfg     Config
-	logger  *slog.Logger
-	plugins []*proc
+	cfg      Config
+	logger   *slog.Logger
+	plugins  []*proc
+	spoolDir string // this host's own, under cfg.SpoolDir
 
 	mu     sync.Mutex
 	closed bool
@@ -102,6 +115,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	paths, err := Discover(cfg.Dir)
 	if err != nil {
 		return nil, err
+	}
+	removeStaleSpools(cfg.SpoolDir, cfg.Logger)
+	if h.spoolDir, err = os.MkdirTemp(cfg.SpoolDir, fmt.Sprintf("%s%d-", spoolPrefix, os.Getpid())); err != nil {
+		return nil, fmt.Errorf("creating the plugin write spool: %w", err)
 	}
 	for _, path := range paths {
 		if err := ctx.Err(); err != nil {
@@ -233,7 +250,45 @@ func (h *Host) Close() error {
 		}()
 	}
 	wg.Wait()
+	if h.spoolDir != "" {
+		os.RemoveAll(h.spoolDir)
+	}
 	return nil
+}
+
+// spoolPrefix starts the names of hosts' spool directories, followed by
+// the owner's process id.
+const spoolPrefix = "cairn-spool-"
+
+// removeStaleSpools removes the spool directories in dir left by hosts
+// whose process is gone (killed before Close).
+func removeStaleSpools(dir string, logger *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), spoolPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 || pid == os.Getpid() || processExists(pid) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			logger.Warn("removing a dead host's write spool", "path", path, "error", err)
+		}
+	}
+}
+
+// processExists reports whether a process with id pid runs (as far as
+// signal 0 can tell).
+func processExists(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func (h *Host) isClosed() bool {
@@ -263,6 +318,29 @@ type proc struct {
 	restarts int
 	stopped  bool
 	stores   map[*hostStore]struct{} // open stores, replayed after a restart
+	noFiles  bool                    // WriteFile refused: stream writes
+}
+
+// takesFiles reports whether writes are handed to the plugin as files.
+func (p *proc) takesFiles() bool {
+	if p.h.cfg.StreamWrites || !slices.Contains(p.info.Capabilities, plugin.CapabilityWriteFile) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.noFiles
+}
+
+// refuseFiles makes later writes stream: the plugin answered WriteFile
+// with err (it cannot see the spool).
+func (p *proc) refuseFiles(err error) {
+	p.mu.Lock()
+	first := !p.noFiles
+	p.noFiles = true
+	p.mu.Unlock()
+	if first {
+		p.h.logger.Warn("plugin cannot take writes from the spool; streaming them", "plugin", p.path, "error", err)
+	}
 }
 
 // start launches the binary. The first start describes it and dispenses

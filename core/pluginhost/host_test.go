@@ -76,17 +76,32 @@ func pluginDir(t *testing.T, names ...string) string {
 }
 
 func newHost(t *testing.T, names ...string) *pluginhost.Host {
+	return newHostWith(t, pluginhost.Config{}, names...)
+}
+
+// newHostWith starts a host of the named plugins with cfg (its Dir,
+// Logger and CallTimeout are set here).
+func newHostWith(t *testing.T, cfg pluginhost.Config, names ...string) *pluginhost.Host {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := pluginhost.New(ctx, pluginhost.Config{Dir: pluginDir(t, names...), Logger: logger, CallTimeout: 30 * time.Second})
+	cfg.Dir = pluginDir(t, names...)
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.CallTimeout = 30 * time.Second
+	h, err := pluginhost.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
 }
+
+// writeModes are the two ways a write reaches a storage plugin: handed
+// over as a file at Close (the default), or streamed over the socket.
+var writeModes = []struct {
+	name   string
+	stream bool
+}{{"FileHandoff", false}, {"Streamed", true}}
 
 func openFile(t *testing.T, h *pluginhost.Host) storage.Store {
 	t.Helper()
@@ -166,12 +181,176 @@ func TestRegisterStorageOverridesBuiltIn(t *testing.T) {
 // TestConformanceThroughHost runs the kit on stores opened through the
 // host's restartable wrapper.
 func TestConformanceThroughHost(t *testing.T) {
-	h := newHost(t, "storage-local")
-	storagetest.Run(t, storagetest.Config{
-		NewStore:         func(t *testing.T) storage.Store { return openFile(t, h) },
-		SkipLarge:        testing.Short(),
-		FileDirConflicts: true,
-	})
+	for _, mode := range writeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			spool := t.TempDir()
+			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream, SpoolDir: spool}, "storage-local")
+			storagetest.Run(t, storagetest.Config{
+				NewStore: func(t *testing.T) storage.Store {
+					t.Cleanup(func() { checkSpoolEmpty(t, spool) })
+					return openFile(t, h)
+				},
+				SkipLarge:        testing.Short(),
+				FileDirConflicts: true,
+			})
+		})
+	}
+}
+
+// checkSpoolEmpty fails when a write left a file in the host's spool.
+func checkSpoolEmpty(t *testing.T, spool string) {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(spool, "cairn-spool-*"))
+	if len(dirs) != 1 {
+		t.Fatalf("spool directories in %s: %q, want one", spool, dirs)
+	}
+	if left, _ := os.ReadDir(dirs[0]); len(left) > 0 {
+		t.Errorf("the spool keeps %d files after the writes ended, e.g. %s", len(left), left[0].Name())
+	}
+}
+
+// spoolFiles lists the files in the host's spool directory under spool.
+func spoolFiles(t *testing.T, spool string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(spool, "cairn-spool-*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestWriteHandsOverTheSpoolFile shows the bytes of a large write
+// crossing to the plugin as a file: the local store keeps the host's
+// spool file itself (a hard link), so nothing was copied through the
+// socket or on disk. Small writes go inline, and nothing stays in the
+// spool.
+func TestWriteHandsOverTheSpoolFile(t *testing.T) {
+	spool := t.TempDir()
+	h := newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
+	root := t.TempDir()
+	p, _ := h.Storage("file")
+	s, err := p.Open(context.Background(), "file://"+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("handed over "), 1<<20)
+	w, err := s.Write(ctx, "dir/big", storage.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	files := spoolFiles(t, spool)
+	if len(files) != 1 {
+		t.Fatalf("spool files while writing: %q, want one", files)
+	}
+	spooled, err := os.Stat(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := os.Stat(filepath.Join(root, "dir", "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(spooled, stored) {
+		t.Errorf("the stored object is not the host's spool file: the bytes were copied")
+	}
+	if got, err := storage.ReadAll(ctx, s, "dir/big"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading back: %d bytes, %v", len(got), err)
+	}
+	if err := storage.WriteAll(ctx, s, "small", []byte("inline"), storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := storage.ReadAll(ctx, s, "small"); err != nil || string(got) != "inline" {
+		t.Fatalf("reading back the small object: %q, %v", got, err)
+	}
+	checkSpoolEmpty(t, spool)
+	h.Close()
+	if left, _ := filepath.Glob(filepath.Join(spool, "*")); len(left) > 0 {
+		t.Errorf("after Close the spool holds %q", left)
+	}
+}
+
+// TestWriteFallsBackToStreaming: a plugin that cannot open the handed
+// file (here: it is gone) gets the bytes streamed from the host's copy.
+func TestWriteFallsBackToStreaming(t *testing.T) {
+	spool := t.TempDir()
+	h := newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
+	s := openFile(t, h)
+	defer s.Close()
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("streamed instead "), 1<<18)
+	w, err := s.Write(ctx, "obj", storage.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	files := spoolFiles(t, spool)
+	if len(files) != 1 {
+		t.Fatalf("spool files while writing: %q, want one", files)
+	}
+	// The host keeps the file open: the replay reads it by descriptor.
+	if err := os.Remove(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close when the plugin cannot see the file: %v", err)
+	}
+	if got, err := storage.ReadAll(ctx, s, "obj"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading back: %d bytes, %v", len(got), err)
+	}
+	// Later writes stream from the start.
+	if err := storage.WriteAll(ctx, s, "next", data, storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := storage.ReadAll(ctx, s, "next"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading back the next object: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestStaleSpoolsRemoved: a host removes the spool directories of hosts
+// that died without closing, and leaves those of live ones.
+func TestStaleSpoolsRemoved(t *testing.T) {
+	spool := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	deadDir := filepath.Join(spool, fmt.Sprintf("cairn-spool-%d-1234", dead.Process.Pid))
+	liveDir := filepath.Join(spool, fmt.Sprintf("cairn-spool-%d-5678", live.Process.Pid))
+	other := filepath.Join(spool, "someone-elses")
+	for _, d := range []string{deadDir, liveDir, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "w-1"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
+	if _, err := os.Stat(deadDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the spool of a dead host is still there (%v)", err)
+	}
+	for _, d := range []string{liveDir, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
 }
 
 func TestRestartAfterCrash(t *testing.T) {
@@ -199,57 +378,65 @@ func TestRestartAfterCrash(t *testing.T) {
 }
 
 func TestWriteInFlightSurvivesCrash(t *testing.T) {
-	h := newHost(t, "storage-local")
-	s := openFile(t, h)
-	defer s.Close()
-	ctx := context.Background()
-	data := make([]byte, 6<<20)
-	for i := range data {
-		data[i] = byte(i * 7 / 5)
-	}
-	w, err := s.Write(ctx, "big", storage.WriteOptions{IfNotExists: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Abort()
-	if _, err := w.Write(data[:3<<20]); err != nil {
-		t.Fatal(err)
-	}
-	kill(t, pluginInfo(t, h, "storage-local").PID)
-	if _, err := w.Write(data[3<<20:]); err != nil {
-		t.Fatalf("writing after the crash: %v", err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatalf("committing after the crash: %v", err)
-	}
-	got, err := storage.ReadAll(ctx, s, "big")
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("reading back: %d bytes, %v; want the %d bytes written", len(got), err, len(data))
-	}
-	if r := pluginInfo(t, h, "storage-local").Restarts; r != 1 {
-		t.Errorf("restarts = %d, want 1", r)
+	for _, mode := range writeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream}, "storage-local")
+			s := openFile(t, h)
+			defer s.Close()
+			ctx := context.Background()
+			data := make([]byte, 6<<20)
+			for i := range data {
+				data[i] = byte(i * 7 / 5)
+			}
+			w, err := s.Write(ctx, "big", storage.WriteOptions{IfNotExists: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			if _, err := w.Write(data[:3<<20]); err != nil {
+				t.Fatal(err)
+			}
+			kill(t, pluginInfo(t, h, "storage-local").PID)
+			if _, err := w.Write(data[3<<20:]); err != nil {
+				t.Fatalf("writing after the crash: %v", err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("committing after the crash: %v", err)
+			}
+			got, err := storage.ReadAll(ctx, s, "big")
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("reading back: %d bytes, %v; want the %d bytes written", len(got), err, len(data))
+			}
+			if r := pluginInfo(t, h, "storage-local").Restarts; r != 1 {
+				t.Errorf("restarts = %d, want 1", r)
+			}
+		})
 	}
 }
 
 func TestCrashBeforeCommitReplays(t *testing.T) {
-	h := newHost(t, "storage-local")
-	s := openFile(t, h)
-	defer s.Close()
-	ctx := context.Background()
-	w, err := s.Write(ctx, "small", storage.WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Abort()
-	if _, err := w.Write([]byte("kept on the host")); err != nil {
-		t.Fatal(err)
-	}
-	kill(t, pluginInfo(t, h, "storage-local").PID)
-	if err := w.Close(); err != nil {
-		t.Fatalf("committing after the crash: %v", err)
-	}
-	if got, err := storage.ReadAll(ctx, s, "small"); err != nil || string(got) != "kept on the host" {
-		t.Fatalf("reading back: %q, %v", got, err)
+	for _, mode := range writeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream}, "storage-local")
+			s := openFile(t, h)
+			defer s.Close()
+			ctx := context.Background()
+			w, err := s.Write(ctx, "small", storage.WriteOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			if _, err := w.Write([]byte("kept on the host")); err != nil {
+				t.Fatal(err)
+			}
+			kill(t, pluginInfo(t, h, "storage-local").PID)
+			if err := w.Close(); err != nil {
+				t.Fatalf("committing after the crash: %v", err)
+			}
+			if got, err := storage.ReadAll(ctx, s, "small"); err != nil || string(got) != "kept on the host" {
+				t.Fatalf("reading back: %q, %v", got, err)
+			}
+		})
 	}
 }
 

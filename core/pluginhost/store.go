@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/url"
 	"os"
@@ -29,7 +30,7 @@ func (pv *provider) opener(ctx context.Context, u *url.URL) (storage.Store, erro
 // Open opens uri in the plugin; the store is reopened after a restart.
 func (pv *provider) Open(ctx context.Context, uri string) (storage.Store, error) {
 	s := &hostStore{p: pv.p, uri: uri, shown: redactedScheme(uri)}
-	if err := s.do(ctx, true, func(ctx context.Context, _ *storagerpc.Store) error { return nil }); err != nil {
+	if err := s.do(ctx, unaryCall, func(ctx context.Context, _ *storagerpc.Store) error { return nil }); err != nil {
 		return nil, err
 	}
 	pv.p.mu.Lock()
@@ -93,15 +94,28 @@ func (s *hostStore) openedIn() uint64 {
 	return s.gen
 }
 
+// callKind says how a call is bounded and whether it may be repeated.
+type callKind struct {
+	deadline   bool // bounded by Config.CallTimeout
+	idempotent bool // retried after a retryable error
+}
+
+var (
+	unaryCall  = callKind{deadline: true, idempotent: true}
+	streamCall = callKind{}
+	// fileCall is WriteFile: the whole object is in the host's spool, so
+	// it can be sent again, and it takes as long as the upload takes.
+	fileCall = callKind{idempotent: true}
+)
+
 // do runs op on the current store. When the plugin died, it restarts it
-// and runs op again; unary (idempotent) calls also retry errors the
-// plugin marked retryable, with a short backoff. op runs under a
-// CallTimeout deadline when unary.
-func (s *hostStore) do(ctx context.Context, unary bool, op func(ctx context.Context, st *storagerpc.Store) error) error {
+// and runs op again; idempotent calls also retry errors the plugin marked
+// retryable, with a short backoff.
+func (s *hostStore) do(ctx context.Context, kind callKind, op func(ctx context.Context, st *storagerpc.Store) error) error {
 	for attempt := 0; ; attempt++ {
 		st, gen, err := s.get(ctx)
 		if err == nil {
-			if unary {
+			if kind.deadline {
 				cctx, cancel := context.WithTimeout(ctx, s.p.h.cfg.CallTimeout)
 				err = op(cctx, st)
 				cancel()
@@ -112,7 +126,7 @@ func (s *hostStore) do(ctx context.Context, unary bool, op func(ctx context.Cont
 		if err == nil || attempt >= s.p.h.cfg.MaxRestarts {
 			return err
 		}
-		if err := s.recover(ctx, gen, err, unary, attempt); err != nil {
+		if err := s.recover(ctx, gen, err, kind.idempotent, attempt); err != nil {
 			return err
 		}
 	}
@@ -144,7 +158,7 @@ func (s *hostStore) recover(ctx context.Context, gen uint64, err error, idempote
 
 func (s *hostStore) Stat(ctx context.Context, name string) (storage.ObjectInfo, error) {
 	var info storage.ObjectInfo
-	err := s.do(ctx, true, func(ctx context.Context, st *storagerpc.Store) error {
+	err := s.do(ctx, unaryCall, func(ctx context.Context, st *storagerpc.Store) error {
 		var err error
 		info, err = st.Stat(ctx, name)
 		return err
@@ -156,7 +170,7 @@ func (s *hostStore) Stat(ctx context.Context, name string) (storage.ObjectInfo, 
 // mid-listing, so fn sees every entry once.
 func (s *hostStore) List(ctx context.Context, opts storage.ListOptions, fn func(storage.ObjectInfo) error) error {
 	var fnErr error
-	err := s.do(ctx, false, func(ctx context.Context, st *storagerpc.Store) error {
+	err := s.do(ctx, streamCall, func(ctx context.Context, st *storagerpc.Store) error {
 		return st.List(ctx, opts, func(o storage.ObjectInfo) error {
 			if err := fn(o); err != nil {
 				fnErr = err
@@ -181,7 +195,7 @@ func (s *hostStore) Read(ctx context.Context, name string, offset, length int64)
 }
 
 func (s *hostStore) Delete(ctx context.Context, name string) error {
-	return s.do(ctx, true, func(ctx context.Context, st *storagerpc.Store) error {
+	return s.do(ctx, unaryCall, func(ctx context.Context, st *storagerpc.Store) error {
 		return st.Delete(ctx, name)
 	})
 }
@@ -224,7 +238,7 @@ type hostReader struct {
 }
 
 func (r *hostReader) open() error {
-	return r.s.do(r.ctx, false, func(ctx context.Context, st *storagerpc.Store) error {
+	return r.s.do(r.ctx, streamCall, func(ctx context.Context, st *storagerpc.Store) error {
 		rc, err := st.Read(ctx, r.name, r.offset, r.length)
 		if err != nil {
 			return err
@@ -270,31 +284,43 @@ func (r *hostReader) Close() error {
 	return r.r.Close()
 }
 
-// Write keeps a copy of the bytes in a spool so that, when the plugin
-// dies mid-write, the write is replayed into a fresh stream.
+// Write keeps a copy of the bytes in a spool. When the plugin can take a
+// file (the "write-file" capability), nothing crosses the socket until
+// Close, which hands the spool over whole: small objects inline, larger
+// ones as the spool file's path, so the bulk of the bytes moves through
+// the page cache instead of being framed, encrypted and copied through
+// gRPC. Otherwise the bytes stream as they come, and when the plugin dies
+// mid-write the spool is replayed into a fresh stream. Either way a crash
+// costs a retry from the host's copy, not the write.
 func (s *hostStore) Write(ctx context.Context, name string, opts storage.WriteOptions) (storage.Writer, error) {
-	w := &hostWriter{s: s, ctx: ctx, name: name, opts: opts, spool: &spool{dir: s.p.h.cfg.SpoolDir}}
-	if err := w.open(); err != nil {
-		return nil, err
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", name, err)
+	}
+	w := &hostWriter{s: s, ctx: ctx, name: name, opts: opts, spool: &spool{dir: s.p.h.spoolDir}, handoff: s.p.takesFiles()}
+	if !w.handoff {
+		if err := w.open(); err != nil {
+			return nil, err
+		}
 	}
 	return w, nil
 }
 
 type hostWriter struct {
-	s     *hostStore
-	ctx   context.Context
-	name  string
-	opts  storage.WriteOptions
-	spool *spool
-	gen   uint64
-	w     storage.Writer
-	done  bool
-	err   error
+	s       *hostStore
+	ctx     context.Context
+	name    string
+	opts    storage.WriteOptions
+	spool   *spool
+	handoff bool // the bytes go over at Close, as a file
+	gen     uint64
+	w       storage.Writer // the stream, when not handing off
+	done    bool
+	err     error
 }
 
 // open starts a stream and replays the spooled bytes into it.
 func (w *hostWriter) open() error {
-	return w.s.do(w.ctx, false, func(ctx context.Context, st *storagerpc.Store) error {
+	return w.s.do(w.ctx, streamCall, func(ctx context.Context, st *storagerpc.Store) error {
 		inner, err := st.Write(ctx, w.name, w.opts)
 		if err != nil {
 			return err
@@ -336,9 +362,16 @@ func (w *hostWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if err := w.ctx.Err(); err != nil {
+		w.err = fmt.Errorf("writing %s: %w", w.name, err)
+		return 0, w.err
+	}
 	if err := w.spool.write(p); err != nil {
 		w.err = err
 		return 0, err
+	}
+	if w.handoff {
+		return len(p), nil
 	}
 	// p is spooled: once the stream is replaced after a failure, the
 	// replay has carried it.
@@ -364,6 +397,12 @@ func (w *hostWriter) Close() error {
 	}
 	w.done = true
 	defer w.spool.close()
+	if w.handoff {
+		if w.err == nil {
+			w.err = w.putFile()
+		}
+		return w.err
+	}
 	if w.err != nil {
 		w.w.Abort()
 		return w.err
@@ -372,46 +411,94 @@ func (w *hostWriter) Close() error {
 	return w.err
 }
 
+// putFile hands the spool to the plugin in one WriteFile call, retried
+// (from the same file) after a plugin restart or a retryable error. A
+// plugin that cannot take the file gets the bytes streamed, and is not
+// offered files again.
+func (w *hostWriter) putFile() error {
+	if err := w.ctx.Err(); err != nil {
+		return fmt.Errorf("committing %s: %w", w.name, err)
+	}
+	fw := storagerpc.FileWrite{Name: w.name, Size: w.spool.size, Opts: w.opts}
+	crc := w.spool.crc
+	fw.CRC32C = &crc
+	if w.spool.f != nil {
+		fw.Path = w.spool.f.Name()
+	} else {
+		fw.Data = w.spool.mem
+		if fw.Data == nil {
+			fw.Data = []byte{}
+		}
+	}
+	err := w.s.do(w.ctx, fileCall, func(ctx context.Context, st *storagerpc.Store) error {
+		return st.PutFile(ctx, fw)
+	})
+	if !errors.Is(err, storage.ErrUnimplemented) {
+		return err
+	}
+	w.s.p.refuseFiles(err)
+	w.handoff = false
+	if err := w.open(); err != nil {
+		return err
+	}
+	return w.retry(func(inner storage.Writer) error { return inner.Close() })
+}
+
 func (w *hostWriter) Abort() error {
 	if w.done {
 		return nil
 	}
 	w.done = true
 	defer w.spool.close()
+	if w.w == nil {
+		return nil
+	}
 	return w.w.Abort()
 }
 
 // spoolMem is how much of a write the spool keeps in memory before it
 // moves to a file: small objects (manifests, checkpoints) never touch
-// the disk twice.
+// the disk.
 const spoolMem = 1 << 20
 
-// spool is the host's copy of a write in flight.
+// spool is the host's copy of a write in flight, in memory up to spoolMem
+// and then in a file of the host's spool directory, with the CRC-32C of
+// its bytes.
 type spool struct {
 	dir  string
 	mem  []byte
 	f    *os.File
 	size int64
+	crc  uint32
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// spoolBufs recycles the in-memory part of spools: a backup writes many
+// files of a few MiB, and growing a fresh buffer for each costs more
+// than writing the file.
+var spoolBufs = sync.Pool{New: func() any { b := make([]byte, 0, spoolMem); return &b }}
+
 func (sp *spool) write(p []byte) error {
+	sp.crc = crc32.Update(sp.crc, castagnoli, p)
 	if sp.f == nil && len(sp.mem)+len(p) <= spoolMem {
+		if sp.mem == nil {
+			sp.mem = (*spoolBufs.Get().(*[]byte))[:0]
+		}
 		sp.mem = append(sp.mem, p...)
 		sp.size += int64(len(p))
 		return nil
 	}
 	if sp.f == nil {
-		f, err := os.CreateTemp(sp.dir, "cairn-spool-*")
+		f, err := os.CreateTemp(sp.dir, "w-*")
 		if err != nil {
 			return fmt.Errorf("spooling a write: %w", err)
 		}
-		// Unlinked at once: the file goes away with the process.
-		os.Remove(f.Name())
 		sp.f = f
 		if _, err := f.Write(sp.mem); err != nil {
 			return fmt.Errorf("spooling a write: %w", err)
 		}
-		sp.mem = nil
+		sp.release()
 	}
 	if _, err := sp.f.Write(p); err != nil {
 		return fmt.Errorf("spooling a write: %w", err)
@@ -434,10 +521,22 @@ func (sp *spool) replay(w io.Writer) error {
 	return err
 }
 
+// close removes the spool's file. A plugin that took the file by a link
+// keeps its own name for it.
 func (sp *spool) close() {
 	if sp.f != nil {
 		sp.f.Close()
+		os.Remove(sp.f.Name())
 		sp.f = nil
 	}
-	sp.mem = nil
+	sp.release()
+}
+
+// release gives the in-memory buffer back to the pool.
+func (sp *spool) release() {
+	if sp.mem != nil {
+		b := sp.mem[:0]
+		spoolBufs.Put(&b)
+		sp.mem = nil
+	}
 }

@@ -160,7 +160,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, retErr error) {
 		ServerCreds: cfg.ServerCreds, ClientCreds: cfg.ClientCreds,
 		ServerOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(nd.metrics.streamInterceptor)},
 		Services: func(s *grpc.Server, n *cluster.Node) {
-			host, hostErr = pluginhost.New(ctx, pluginhost.Config{Dir: cfg.PluginDir, Logger: n.Logger})
+			host, hostErr = pluginhost.New(ctx, pluginhost.Config{Dir: cfg.PluginDir, Logger: n.Logger, SpoolDir: n.AuxDir()})
 			if hostErr != nil {
 				host, _ = pluginhost.New(ctx, pluginhost.Config{})
 			}

@@ -102,6 +102,7 @@ func StartLocal(ctx context.Context, cfg Config) (*Server, error) {
 		Services: func(s *grpc.Server, n *cluster.Node) {
 			host, err := pluginhost.New(ctx, pluginhost.Config{
 				Dir: cfg.PluginDir, Logger: n.Logger.With("node", n.ID), CallTimeout: cfg.PluginCallTimeout,
+				SpoolDir: n.AuxDir(), // the node's disk, where file:// and nodelocal:// usually point
 			})
 			if err != nil {
 				hostErr = errors.Join(hostErr, fmt.Errorf("starting the plugins of node %d: %w", n.ID, err))

@@ -42,6 +42,12 @@ const (
 	KindExecutionPolicy = "execution-policy"
 )
 
+// CapabilityWriteFile is the storage capability of taking a write's bytes
+// from a file the host names (the WriteFile call) rather than over the
+// socket. Serve adds it: the SDK's server implements the call for every
+// store, with the store's storage.FileWriter when it has one.
+const CapabilityWriteFile = "write-file"
+
 // Info is what a plugin says about itself (the Describe call).
 type Info struct {
 	Name    string

@@ -64,6 +64,10 @@ func (cfg ServeConfig) info() Info {
 		i.Kinds = append(i.Kinds, KindStorage)
 		i.Schemes = slices.Clone(cfg.Storage.Schemes())
 		i.Capabilities = slices.Clone(cfg.Capabilities)
+		if !slices.Contains(i.Capabilities, CapabilityWriteFile) {
+			// The SDK's server serves WriteFile for every store.
+			i.Capabilities = append(i.Capabilities, CapabilityWriteFile)
+		}
 	}
 	if cfg.Matcher != nil {
 		i.Kinds = append(i.Kinds, KindLocalityMatcher)

@@ -51,3 +51,8 @@ func (ps *prefixed) Delete(ctx context.Context, name string) error {
 }
 
 func (ps *prefixed) Close() error { return ps.s.Close() }
+
+// WriteFile implements FileWriter, with s's own when it has one.
+func (ps *prefixed) WriteFile(ctx context.Context, name, path string, opts WriteOptions) error {
+	return WriteFile(ctx, ps.s, ps.p+name, path, opts)
+}

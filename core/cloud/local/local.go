@@ -44,7 +44,10 @@ type Store struct {
 	tmp  string
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store      = (*Store)(nil)
+	_ storage.FileWriter = (*Store)(nil)
+)
 
 // New returns a store rooted at root, creating the directory if it is
 // missing. The temporary directory is created on the first write, so a
@@ -216,10 +219,16 @@ func (w *writer) Close() error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("committing %s: %w", w.name, classify(err))
 	}
-	if err := w.ctx.Err(); err != nil {
-		return fmt.Errorf("committing %s: %w", w.name, err)
+	return w.s.commit(w.ctx, w.name, tmp, w.opts)
+}
+
+// commit moves the synced temporary file tmp into place as name (a link
+// when IfNotExists, so an existing object is never replaced).
+func (s *Store) commit(ctx context.Context, name, tmp string, opts storage.WriteOptions) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("committing %s: %w", name, err)
 	}
-	dst := w.s.path(w.name)
+	dst := s.path(name)
 	dir := filepath.Dir(dst)
 	// A concurrent Delete may remove the (then empty) parent directories
 	// between MkdirAll and the rename; try again a few times.
@@ -228,7 +237,7 @@ func (w *writer) Close() error {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			break
 		}
-		if w.opts.IfNotExists {
+		if opts.IfNotExists {
 			err = os.Link(tmp, dst)
 		} else {
 			err = os.Rename(tmp, dst)
@@ -238,12 +247,54 @@ func (w *writer) Close() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("committing %s: %w", w.name, w.s.commitError(w.name, dst, err))
+		return fmt.Errorf("committing %s: %w", name, s.commitError(name, dst, err))
 	}
 	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("committing %s: syncing directory: %w", w.name, classify(err))
+		return fmt.Errorf("committing %s: syncing directory: %w", name, classify(err))
 	}
 	return nil
+}
+
+// WriteFile implements storage.FileWriter. When path is on the store's
+// file system, the object is a hard link to it: its bytes are not copied
+// (the caller promises not to write to the file again). Otherwise they
+// are copied as by Write.
+func (s *Store) WriteFile(ctx context.Context, name, path string, opts storage.WriteOptions) error {
+	if err := check(ctx, "writing", name); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
+		return fmt.Errorf("writing %s: creating %s: %w", name, TmpDir, classify(err))
+	}
+	// A fresh name in the temporary directory: link to it, sync it (the
+	// inode, so the bytes, whoever wrote them), then commit as Close does.
+	f, err := os.CreateTemp(s.tmp, "w-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", name, classify(err))
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("writing %s: %w", name, classify(err))
+	}
+	if err := os.Link(path, tmp); err != nil {
+		if _, serr := os.Stat(path); serr != nil {
+			return fmt.Errorf("writing %s from %s: %w", name, path, classify(serr))
+		}
+		// Another file system, or links refused: copy.
+		return storage.CopyFile(ctx, s, name, path, opts)
+	}
+	f, err = os.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", name, classify(err))
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("committing %s: syncing: %w", name, classify(err))
+	}
+	return s.commit(ctx, name, tmp, opts)
 }
 
 // commitError explains why the rename or link to dst failed.

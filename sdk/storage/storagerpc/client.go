@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -314,6 +316,54 @@ func (w *writer) Abort() error {
 	}
 	w.buf = nil
 	return nil
+}
+
+// FileWrite is a whole object handed to the plugin at once (the
+// WriteFile call): its bytes are in the local file Path, or in Data when
+// Path is empty.
+type FileWrite struct {
+	Name string
+	Path string
+	Data []byte
+	// Size is the object's length; the plugin checks the file against it.
+	Size int64
+	// CRC32C, when not nil, is the CRC-32C (Castagnoli) of the bytes,
+	// checked by a plugin that reads them.
+	CRC32C *uint32
+	Opts   storage.WriteOptions
+}
+
+// PutFile commits fw in the plugin. A plugin that does not serve the call,
+// or cannot see fw.Path, answers an error wrapping
+// storage.ErrUnimplemented: stream the bytes with Write instead. The call
+// is bound by ctx only (a large file takes as long as it takes).
+func (s *Store) PutFile(ctx context.Context, fw FileWrite) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := s.c.rpc.WriteFile(ctx, &storagepb.WriteFileRequest{
+		Handle: s.handle, Name: fw.Name, IfNotExists: fw.Opts.IfNotExists,
+		Path: fw.Path, Data: fw.Data, Size: fw.Size, Crc32C: fw.CRC32C,
+	})
+	return FromStatus(err)
+}
+
+// WriteFile implements storage.FileWriter: the plugin takes the file
+// from path (made absolute), or, when it cannot, the bytes are streamed.
+func (s *Store) WriteFile(ctx context.Context, name, path string, opts storage.WriteOptions) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("writing %s from %s: %w", name, path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return storage.CopyFile(ctx, s, name, abs, opts) // names the error as a write would
+	}
+	err = s.PutFile(ctx, FileWrite{Name: name, Path: abs, Size: fi.Size(), Opts: opts})
+	if errors.Is(err, storage.ErrUnimplemented) {
+		return storage.CopyFile(ctx, s, name, abs, opts)
+	}
+	return err
 }
 
 // Delete implements storage.Store.

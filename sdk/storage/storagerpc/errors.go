@@ -115,6 +115,10 @@ func FromStatus(err error) error {
 				re.kind = k.err
 			}
 		}
+	} else if s.Code() == codes.Unimplemented {
+		// gRPC's answer for a method the plugin's protocol does not
+		// have yet (an older SDK): not a broken connection.
+		re.kind = storage.ErrUnimplemented
 	} else if s.Code() != codes.DeadlineExceeded {
 		// No detail: the plugin's code did not return this, the
 		// connection did. Canceled is also what a call gets when the

@@ -37,6 +37,12 @@ func TestErrorsCrossTheBoundary(t *testing.T) {
 	if !IsConnectionError(got) || !errors.Is(got, storage.ErrUnavailable) || !storage.IsRetryable(got) {
 		t.Errorf("a transport error came back as %v", got)
 	}
+	// gRPC's own Unimplemented (a method an older plugin lacks) is not a
+	// broken connection: the host falls back instead of restarting.
+	got = FromStatus(status.Error(codes.Unimplemented, "unknown method WriteFile"))
+	if IsConnectionError(got) || !errors.Is(got, storage.ErrUnimplemented) || storage.IsRetryable(got) {
+		t.Errorf("an unknown method came back as %v", got)
+	}
 	if FromStatus(ToStatus(nil)) != nil {
 		t.Error("nil did not stay nil")
 	}

@@ -1,12 +1,16 @@
 package storagerpc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -263,4 +267,91 @@ func (s *Server) Delete(ctx context.Context, req *storagepb.DeleteRequest) (*sto
 		return nil, ToStatus(err)
 	}
 	return &storagepb.DeleteResponse{}, nil
+}
+
+// WriteFile implements storagepb.StorageServer: the object's bytes are
+// inline or in a file on this machine, which the store takes with its
+// storage.FileWriter (a hard link, a parallel upload) or which is streamed
+// into its Writer, checking the host's CRC-32C on the way.
+func (s *Server) WriteFile(ctx context.Context, req *storagepb.WriteFileRequest) (*storagepb.WriteResponse, error) {
+	st, err := s.store(req.Handle)
+	if err != nil {
+		return nil, err
+	}
+	opts := storage.WriteOptions{IfNotExists: req.IfNotExists}
+	if req.Path == "" {
+		if int64(len(req.Data)) != req.Size {
+			return nil, ToStatus(fmt.Errorf("committing %s: received %d bytes, the sender sent %d: %w", req.Name, len(req.Data), req.Size, storage.ErrInvalidArgument))
+		}
+		if err := writeChecked(ctx, st, req.Name, bytes.NewReader(req.Data), req.Crc32C, opts); err != nil {
+			return nil, ToStatus(err)
+		}
+		return &storagepb.WriteResponse{Size: req.Size}, nil
+	}
+	if !filepath.IsAbs(req.Path) {
+		return nil, ToStatus(fmt.Errorf("committing %s: source file %q is not an absolute path: %w", req.Name, req.Path, storage.ErrInvalidArgument))
+	}
+	f, err := os.Open(req.Path)
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("committing %s: opening the host's file: %w", req.Name, fileOpenError(err)))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("committing %s: %w", req.Name, err))
+	}
+	if fi.Size() != req.Size || !fi.Mode().IsRegular() {
+		return nil, ToStatus(fmt.Errorf("committing %s: the host's file %s holds %d bytes (mode %v), the host sent %d: %w",
+			req.Name, req.Path, fi.Size(), fi.Mode(), req.Size, storage.ErrInvalidArgument))
+	}
+	if fw, ok := st.(storage.FileWriter); ok {
+		err = fw.WriteFile(ctx, req.Name, req.Path, opts)
+	} else {
+		err = writeChecked(ctx, st, req.Name, f, req.Crc32C, opts)
+	}
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &storagepb.WriteResponse{Size: req.Size}, nil
+}
+
+// writeChecked streams r into object name of st and commits it only when
+// the bytes have CRC-32C want (when want is set).
+func writeChecked(ctx context.Context, st storage.Store, name string, r io.Reader, want *uint32, opts storage.WriteOptions) error {
+	w, err := st.Write(ctx, name, opts)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	var crc uint32
+	buf := make([]byte, ChunkSize)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			crc = crc32.Update(crc, castagnoli, buf[:n])
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("committing %s: reading the host's file: %w", name, rerr)
+		}
+	}
+	if want != nil && *want != crc {
+		return fmt.Errorf("committing %s: the bytes have CRC-32C %08x, the sender sent %08x: %w", name, crc, *want, storage.ErrInvalidArgument)
+	}
+	return w.Close()
+}
+
+// fileOpenError classifies a failure to open the host's file: a plugin
+// that cannot see it (a sandbox, another machine) answers Unimplemented,
+// and the host streams instead.
+func fileOpenError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w: %w", storage.ErrUnimplemented, err)
+	}
+	return err
 }

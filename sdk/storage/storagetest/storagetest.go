@@ -125,6 +125,7 @@ func Run(t *testing.T, cfg Config) {
 		{"CancelMidRead", k.cancelMidRead},
 		{"CancelMidWrite", k.cancelMidWrite},
 		{"InvalidNames", k.invalidNames},
+		{"WriteFile", k.writeFile},
 		{"Large256MiB", k.large},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -115,20 +115,34 @@ func (m *mutant) Delete(ctx context.Context, name string) error {
 	return m.Store.Delete(ctx, name)
 }
 
+// WriteFile makes every mutant a storage.FileWriter, so that the kit's
+// WriteFile case runs on it.
+func (m *mutant) WriteFile(ctx context.Context, name, path string, opts storage.WriteOptions) error {
+	switch m.bug {
+	case "writefile-ignores-ifnotexists":
+		opts.IfNotExists = false
+	case "writefile-removes-source":
+		defer os.Remove(path)
+	}
+	return storage.CopyFile(ctx, m, name, path, opts)
+}
+
 // mutants maps each bug to a subtest of the kit that must catch it.
 var mutants = map[string]string{
-	"notfound-untyped":          "NotFound",
-	"list-unsorted":             "ListPrefixDelimiter",
-	"list-ignores-fn-error":     "ListManyPages",
-	"list-ignores-delimiter":    "ListPrefixDelimiter",
-	"list-ignores-startafter":   "ListPrefixDelimiter",
-	"read-ignores-ctx":          "CancelMidRead",
-	"read-ignores-length":       "RangedReads",
-	"write-ignores-ifnotexists": "IfNotExists",
-	"write-ignores-ctx":         "CancelledWriteLeavesNothing",
-	"write-cleans-names":        "InvalidNames",
-	"abort-commits":             "AbortLeavesNothing",
-	"delete-missing-errors":     "DeleteMissing",
+	"notfound-untyped":              "NotFound",
+	"list-unsorted":                 "ListPrefixDelimiter",
+	"list-ignores-fn-error":         "ListManyPages",
+	"list-ignores-delimiter":        "ListPrefixDelimiter",
+	"list-ignores-startafter":       "ListPrefixDelimiter",
+	"read-ignores-ctx":              "CancelMidRead",
+	"read-ignores-length":           "RangedReads",
+	"write-ignores-ifnotexists":     "IfNotExists",
+	"write-ignores-ctx":             "CancelledWriteLeavesNothing",
+	"write-cleans-names":            "InvalidNames",
+	"abort-commits":                 "AbortLeavesNothing",
+	"delete-missing-errors":         "DeleteMissing",
+	"writefile-ignores-ifnotexists": "WriteFile",
+	"writefile-removes-source":      "WriteFile",
 	// memstore keeps objects in memory, so it must fail the memory bound.
 	"buffers-everything": "Large256MiB",
 }

@@ -22,13 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Storage_Open_FullMethodName   = "/cairn.storage.v1.Storage/Open"
-	Storage_Close_FullMethodName  = "/cairn.storage.v1.Storage/Close"
-	Storage_Stat_FullMethodName   = "/cairn.storage.v1.Storage/Stat"
-	Storage_List_FullMethodName   = "/cairn.storage.v1.Storage/List"
-	Storage_Read_FullMethodName   = "/cairn.storage.v1.Storage/Read"
-	Storage_Write_FullMethodName  = "/cairn.storage.v1.Storage/Write"
-	Storage_Delete_FullMethodName = "/cairn.storage.v1.Storage/Delete"
+	Storage_Open_FullMethodName      = "/cairn.storage.v1.Storage/Open"
+	Storage_Close_FullMethodName     = "/cairn.storage.v1.Storage/Close"
+	Storage_Stat_FullMethodName      = "/cairn.storage.v1.Storage/Stat"
+	Storage_List_FullMethodName      = "/cairn.storage.v1.Storage/List"
+	Storage_Read_FullMethodName      = "/cairn.storage.v1.Storage/Read"
+	Storage_Write_FullMethodName     = "/cairn.storage.v1.Storage/Write"
+	Storage_WriteFile_FullMethodName = "/cairn.storage.v1.Storage/WriteFile"
+	Storage_Delete_FullMethodName    = "/cairn.storage.v1.Storage/Delete"
 )
 
 // StorageClient is the client API for Storage service.
@@ -53,6 +54,15 @@ type StorageClient interface {
 	// matches the bytes received; a stream that ends without a trailer, or
 	// is cancelled, leaves nothing.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteRequest, WriteResponse], error)
+	// WriteFile commits an object whose bytes the host left in a file on
+	// this machine, or, for a small object, carries inline: the bulk of a
+	// write crosses the process boundary through the file system (the page
+	// cache), not through the socket. The plugin reads the file, or takes it
+	// by a hard link when its store is on the same file system; it never
+	// changes or removes it. Same visibility rules as Write. Plugins that
+	// advertise the "write-file" capability serve it (every plugin built
+	// with sdk/plugin.Serve does); for the others the host uses Write.
+	WriteFile(ctx context.Context, in *WriteFileRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 }
 
@@ -145,6 +155,16 @@ func (c *storageClient) Write(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Storage_WriteClient = grpc.ClientStreamingClient[WriteRequest, WriteResponse]
 
+func (c *storageClient) WriteFile(ctx context.Context, in *WriteFileRequest, opts ...grpc.CallOption) (*WriteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteResponse)
+	err := c.cc.Invoke(ctx, Storage_WriteFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *storageClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteResponse)
@@ -177,6 +197,15 @@ type StorageServer interface {
 	// matches the bytes received; a stream that ends without a trailer, or
 	// is cancelled, leaves nothing.
 	Write(grpc.ClientStreamingServer[WriteRequest, WriteResponse]) error
+	// WriteFile commits an object whose bytes the host left in a file on
+	// this machine, or, for a small object, carries inline: the bulk of a
+	// write crosses the process boundary through the file system (the page
+	// cache), not through the socket. The plugin reads the file, or takes it
+	// by a hard link when its store is on the same file system; it never
+	// changes or removes it. Same visibility rules as Write. Plugins that
+	// advertise the "write-file" capability serve it (every plugin built
+	// with sdk/plugin.Serve does); for the others the host uses Write.
+	WriteFile(context.Context, *WriteFileRequest) (*WriteResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	mustEmbedUnimplementedStorageServer()
 }
@@ -205,6 +234,9 @@ func (UnimplementedStorageServer) Read(*ReadRequest, grpc.ServerStreamingServer[
 }
 func (UnimplementedStorageServer) Write(grpc.ClientStreamingServer[WriteRequest, WriteResponse]) error {
 	return status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedStorageServer) WriteFile(context.Context, *WriteFileRequest) (*WriteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteFile not implemented")
 }
 func (UnimplementedStorageServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
@@ -313,6 +345,24 @@ func _Storage_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Storage_WriteServer = grpc.ClientStreamingServer[WriteRequest, WriteResponse]
 
+func _Storage_WriteFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).WriteFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_WriteFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).WriteFile(ctx, req.(*WriteFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Storage_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteRequest)
 	if err := dec(in); err != nil {
@@ -349,6 +399,10 @@ var Storage_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stat",
 			Handler:    _Storage_Stat_Handler,
+		},
+		{
+			MethodName: "WriteFile",
+			Handler:    _Storage_WriteFile_Handler,
 		},
 		{
 			MethodName: "Delete",
