@@ -80,7 +80,8 @@ soak:
 ## bench: throughput of backup and restore against a plain copy of the stores, plus micro-benchmarks.
 bench: build test-servers
 	./$(CAIRN) bench --bytes $(BENCH_BYTES) --bench-plugins $(BIN)/plugins
-	CAIRN_BENCH_BYTES=$(PLUGIN_BENCH_BYTES) $(GO) test -run '^$$' -bench . -benchtime 2x ./plugins/storage-local/
+	CAIRN_BENCH_BYTES=$(PLUGIN_BENCH_BYTES) $(GO) test -run '^$$' -bench Throughput -benchtime 2x ./plugins/storage-local/
+	$(GO) test -run '^$$' -bench Stat ./plugins/storage-local/
 	CAIRN_TEST_BIN=$(TOOLS)/bin CAIRN_BENCH_BYTES=$(CLOUD_BENCH_BYTES) $(GO) test -run '^$$' -bench BackupTo -benchtime 2x ./cmd/cairn/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./core/mvcc/ ./core/workload/movr/
 
