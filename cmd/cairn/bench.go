@@ -33,7 +33,7 @@ so cp -r moves about three times the logical bytes.
 With --bench-plugins DIR it also backs up to file:// in process and through
 DIR/storage-local out of process, --rounds times each (alternating which goes
 first, each on a freshly opened cluster after sync), and prints the ratio of
-the medians. CAIRN_BENCH_CPUPROFILE=PREFIX writes a CPU profile of each of
+the medians; then it restores each one's last backup once, the same two ways. CAIRN_BENCH_CPUPROFILE=PREFIX writes a CPU profile of each of
 those backups to PREFIX-<inproc|plugin>-<round>.pprof (go tool pprof).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "bytes", Value: "200MB", Usage: "approximate size of movr"},
@@ -41,7 +41,7 @@ those backups to PREFIX-<inproc|plugin>-<round>.pprof (go tool pprof).`,
 			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "dataset seed"},
 			&cli.StringFlag{Name: "dir", Usage: "work directory (default: a temporary one, removed afterwards)"},
 			&cli.StringFlag{Name: "bench-plugins", Usage: "directory holding the storage-local plugin: also compare a file:// backup through it with the same backup in process"},
-			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "with --bench-plugins: rounds of the in-process and plugin backups, alternating which goes first; medians are compared"},
+			&cli.IntFlag{Name: "rounds", Value: 5, Usage: "with --bench-plugins: rounds of the in-process and plugin backups, alternating which goes first; medians are compared"},
 			nodesFlag, verboseFlag,
 		},
 		Action: runBench,
@@ -200,7 +200,7 @@ func runBench(c *cli.Context) error {
 				if err := exec.CommandContext(ctx, "sync").Run(); err != nil {
 					return fmt.Errorf("sync: %w", err)
 				}
-				dest := filepath.Join(dir, fmt.Sprintf("file-%d", r))
+				dest := filepath.Join(dir, fmt.Sprintf("file-%s-%d", m.key, r))
 				stopProfile, err := startProfile(fmt.Sprintf("%s-%d", m.key, r))
 				if err != nil {
 					return err
@@ -211,8 +211,29 @@ func runBench(c *cli.Context) error {
 				}
 				m.secs = append(m.secs, time.Since(t).Seconds())
 				stopProfile()
-				os.RemoveAll(dest)
+				if r < rounds-1 {
+					os.RemoveAll(dest) // the last one is restored below
+				}
 			}
+		}
+		// One restore each, from that mode's last backup.
+		var restoreSecs []float64
+		for _, m := range modes {
+			srv.Close()
+			if srv, err = open(m.pluginDir); err != nil {
+				return err
+			}
+			if err := exec.CommandContext(ctx, "sync").Run(); err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			src := filepath.Join(dir, fmt.Sprintf("file-%s-%d", m.key, rounds-1))
+			t := time.Now()
+			stmt := fmt.Sprintf("RESTORE DATABASE movr FROM LATEST IN 'file://%s' WITH new_db_name = 'movr_%s'", src, m.key)
+			if _, err := srv.Exec(ctx, stmt, server.ExecOptions{}); err != nil {
+				return fmt.Errorf("restoring %s: %w", m.what, err)
+			}
+			restoreSecs = append(restoreSecs, time.Since(t).Seconds())
+			os.RemoveAll(src)
 		}
 		for _, m := range modes {
 			rows = append(rows, row{what: m.what, secs: median(m.secs), comment: m.comment})
@@ -223,6 +244,10 @@ func runBench(c *cli.Context) error {
 		ratio := median(modes[0].secs) / median(modes[1].secs)
 		last := &rows[len(rows)-1]
 		last.comment = fmt.Sprintf("the same store served by the storage-local plugin (bytes handed over as spool files); %.2fx the in-process backup%s", ratio, last.comment)
+		rows = append(rows,
+			row{what: "RESTORE from file:// in process", secs: restoreSecs[0], comment: "one run, from the in-process backup"},
+			row{what: "RESTORE from file:// via plugin", secs: restoreSecs[1],
+				comment: fmt.Sprintf("one run, from the plugin's backup; %.2fx the in-process restore", restoreSecs[0]/restoreSecs[1])})
 	}
 
 	fmt.Fprintf(out, "cairn bench: %d nodes, movr %s logical (%d rows)\n\n", len(srv.Nodes), humanBytes(stats.Bytes), stats.Rows)

@@ -59,11 +59,12 @@ type Config struct {
 	// system of the destination it saves a copy. Give it room for the
 	// files being written at once (a backup: workers x target file size).
 	SpoolDir string
-	// StreamWrites sends every write's bytes over the plugin's socket,
-	// even to plugins that can take them from the spool: for plugins that
-	// cannot see SpoolDir (a sandbox). Plugins that cannot open a handed
-	// file are switched to streaming by themselves.
-	StreamWrites bool
+	// NoFileHandoff sends every write's and read's bytes over the plugin's
+	// socket, even with plugins that can exchange them as files in the
+	// spool: for plugins that cannot see SpoolDir (a sandbox). Plugins
+	// that cannot open a handed file are switched to streaming by
+	// themselves.
+	NoFileHandoff bool
 	// MaxRestarts is how many times one call restarts a dead plugin
 	// before giving up; 0 means 3.
 	MaxRestarts int
@@ -318,28 +319,32 @@ type proc struct {
 	restarts int
 	stopped  bool
 	stores   map[*hostStore]struct{} // open stores, replayed after a restart
-	noFiles  bool                    // WriteFile refused: stream writes
+	noFiles  map[string]bool         // capabilities refused: stream instead
 }
 
-// takesFiles reports whether writes are handed to the plugin as files.
-func (p *proc) takesFiles() bool {
-	if p.h.cfg.StreamWrites || !slices.Contains(p.info.Capabilities, plugin.CapabilityWriteFile) {
+// takesFiles reports whether the plugin is offered files for the
+// capability (plugin.CapabilityWriteFile or CapabilityReadFile).
+func (p *proc) takesFiles(capability string) bool {
+	if p.h.cfg.NoFileHandoff || !slices.Contains(p.info.Capabilities, capability) {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.noFiles
+	return !p.noFiles[capability]
 }
 
-// refuseFiles makes later writes stream: the plugin answered WriteFile
-// with err (it cannot see the spool).
-func (p *proc) refuseFiles(err error) {
+// refuseFiles makes later calls of the capability stream: the plugin
+// answered with err (it cannot see the spool).
+func (p *proc) refuseFiles(capability string, err error) {
 	p.mu.Lock()
-	first := !p.noFiles
-	p.noFiles = true
+	first := !p.noFiles[capability]
+	if p.noFiles == nil {
+		p.noFiles = map[string]bool{}
+	}
+	p.noFiles[capability] = true
 	p.mu.Unlock()
 	if first {
-		p.h.logger.Warn("plugin cannot take writes from the spool; streaming them", "plugin", p.path, "error", err)
+		p.h.logger.Warn("plugin cannot exchange files through the spool; streaming", "plugin", p.path, "capability", capability, "error", err)
 	}
 }
 

@@ -184,7 +184,7 @@ func TestConformanceThroughHost(t *testing.T) {
 	for _, mode := range writeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			spool := t.TempDir()
-			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream, SpoolDir: spool}, "storage-local")
+			h := newHostWith(t, pluginhost.Config{NoFileHandoff: mode.stream, SpoolDir: spool}, "storage-local")
 			storagetest.Run(t, storagetest.Config{
 				NewStore: func(t *testing.T) storage.Store {
 					t.Cleanup(func() { checkSpoolEmpty(t, spool) })
@@ -276,6 +276,87 @@ func TestWriteHandsOverTheSpoolFile(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(spool, "*")); len(left) > 0 {
 		t.Errorf("after Close the spool holds %q", left)
 	}
+}
+
+// TestReadHandsOverAFile shows a whole-object read crossing as a file:
+// the reader holds the stored object itself (the local store linked it
+// into the spool), and the spool keeps no name for it. A ranged read
+// streams.
+func TestReadHandsOverAFile(t *testing.T) {
+	spool := t.TempDir()
+	h := newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
+	root := t.TempDir()
+	p, _ := h.Storage("file")
+	s, err := p.Open(context.Background(), "file://"+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("read as a file "), 1<<18)
+	if err := storage.WriteAll(ctx, s, "dir/obj", data, storage.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := openFDs(t)
+	r, err := s.Read(ctx, "dir/obj", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stored, err := os.Stat(filepath.Join(root, "dir", "obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for fd, target := range openFDs(t) {
+		if _, ok := before[fd]; ok || !strings.Contains(target, spool) {
+			continue
+		}
+		fi, err := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if err == nil && os.SameFile(fi, stored) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the reader does not hold the stored object through the spool")
+	}
+	checkSpoolEmpty(t, spool)
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+	rr, err := s.Read(ctx, "dir/obj", 5, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	if got, err := io.ReadAll(rr); err != nil || !bytes.Equal(got, data[5:15]) {
+		t.Fatalf("ranged read: %q, %v", got, err)
+	}
+	if _, err := s.Read(ctx, "dir/missing", 0, -1); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("reading a missing object: %v, want ErrNotFound", err)
+	}
+	checkSpoolEmpty(t, spool)
+}
+
+// openFDs maps this process's open descriptors to what they point at.
+func openFDs(t *testing.T) map[int]string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]string{}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			out[fd] = target
+		}
+	}
+	return out
 }
 
 // TestWriteFallsBackToStreaming: a plugin that cannot open the handed
@@ -380,7 +461,7 @@ func TestRestartAfterCrash(t *testing.T) {
 func TestWriteInFlightSurvivesCrash(t *testing.T) {
 	for _, mode := range writeModes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream}, "storage-local")
+			h := newHostWith(t, pluginhost.Config{NoFileHandoff: mode.stream}, "storage-local")
 			s := openFile(t, h)
 			defer s.Close()
 			ctx := context.Background()
@@ -417,7 +498,7 @@ func TestWriteInFlightSurvivesCrash(t *testing.T) {
 func TestCrashBeforeCommitReplays(t *testing.T) {
 	for _, mode := range writeModes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := newHostWith(t, pluginhost.Config{StreamWrites: mode.stream}, "storage-local")
+			h := newHostWith(t, pluginhost.Config{NoFileHandoff: mode.stream}, "storage-local")
 			s := openFile(t, h)
 			defer s.Close()
 			ctx := context.Background()

@@ -48,6 +48,11 @@ const (
 // store, with the store's storage.FileWriter when it has one.
 const CapabilityWriteFile = "write-file"
 
+// CapabilityReadFile is the storage capability of putting a whole object
+// into a file the host names (the ReadFile call) rather than streaming it
+// over the socket; Serve adds it too (see storage.FileReader).
+const CapabilityReadFile = "read-file"
+
 // Info is what a plugin says about itself (the Describe call).
 type Info struct {
 	Name    string

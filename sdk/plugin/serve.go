@@ -64,9 +64,11 @@ func (cfg ServeConfig) info() Info {
 		i.Kinds = append(i.Kinds, KindStorage)
 		i.Schemes = slices.Clone(cfg.Storage.Schemes())
 		i.Capabilities = slices.Clone(cfg.Capabilities)
-		if !slices.Contains(i.Capabilities, CapabilityWriteFile) {
-			// The SDK's server serves WriteFile for every store.
-			i.Capabilities = append(i.Capabilities, CapabilityWriteFile)
+		// The SDK's server serves WriteFile and ReadFile for every store.
+		for _, c := range []string{CapabilityWriteFile, CapabilityReadFile} {
+			if !slices.Contains(i.Capabilities, c) {
+				i.Capabilities = append(i.Capabilities, c)
+			}
 		}
 	}
 	if cfg.Matcher != nil {

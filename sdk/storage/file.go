@@ -71,3 +71,61 @@ func fileError(err error) error {
 	}
 	return err
 }
+
+// FileReader is an optional interface of a Store: it puts a whole object
+// into a new file on the local file system, for a caller that wants the
+// file rather than a stream. A store on the same file system may
+// hard-link the object there; a cloud store may download its parts in
+// parallel. The plugin protocol uses it to move a read's bytes across the
+// process boundary through the file system (see storagerpc).
+//
+// ReadFile creates path, which must not exist (ErrAlreadyExists if it
+// does), holding the object's bytes as of the call, and returns their
+// count. A missing object is ErrNotFound. After an error, or when ctx is
+// cancelled, path does not exist. The caller may read and remove the
+// file but must not write to it: it may share its bytes with the object.
+type FileReader interface {
+	ReadFile(ctx context.Context, name, path string) (int64, error)
+}
+
+// ReadFile puts object name of s into the new file path: with s's
+// FileReader when it has one, else by reading it through s.Read.
+func ReadFile(ctx context.Context, s Store, name, path string) (int64, error) {
+	if fr, ok := s.(FileReader); ok {
+		return fr.ReadFile(ctx, name, path)
+	}
+	return CopyToFile(ctx, s, name, path)
+}
+
+// CopyToFile reads object name of s into the new file path through
+// s.Read. A FileReader that cannot do better falls back to it.
+func CopyToFile(ctx context.Context, s Store, name, path string) (n int64, err error) {
+	r, err := s.Read(ctx, name, 0, -1)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if os.IsExist(err) {
+			return 0, fmt.Errorf("reading %s into %s: %w: %w", name, path, ErrAlreadyExists, err)
+		}
+		return 0, fmt.Errorf("reading %s into %s: %w", name, path, fileError(err))
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("reading %s into %s: %w", name, path, cerr)
+		}
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	n, err = io.CopyBuffer(onlyWriter{f}, r, make([]byte, 1<<20))
+	if err != nil {
+		return n, err
+	}
+	if err := ctx.Err(); err != nil {
+		return n, fmt.Errorf("reading %s: %w", name, err)
+	}
+	return n, nil
+}

@@ -56,3 +56,8 @@ func (ps *prefixed) Close() error { return ps.s.Close() }
 func (ps *prefixed) WriteFile(ctx context.Context, name, path string, opts WriteOptions) error {
 	return WriteFile(ctx, ps.s, ps.p+name, path, opts)
 }
+
+// ReadFile implements FileReader, with s's own when it has one.
+func (ps *prefixed) ReadFile(ctx context.Context, name, path string) (int64, error) {
+	return ReadFile(ctx, ps.s, ps.p+name, path)
+}

@@ -47,6 +47,7 @@ type Store struct {
 var (
 	_ storage.Store      = (*Store)(nil)
 	_ storage.FileWriter = (*Store)(nil)
+	_ storage.FileReader = (*Store)(nil)
 )
 
 // New returns a store rooted at root, creating the directory if it is
@@ -91,6 +92,36 @@ func (s *Store) Stat(ctx context.Context, name string) (storage.ObjectInfo, erro
 		return storage.ObjectInfo{}, fmt.Errorf("stating %s: %w", name, storage.ErrNotFound)
 	}
 	return storage.ObjectInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// ReadFile implements storage.FileReader. When path is on the store's
+// file system it becomes a hard link to the object: nothing is copied,
+// and a later overwrite of the object (a rename) leaves it as it was.
+// Otherwise the object is copied.
+func (s *Store) ReadFile(ctx context.Context, name, path string) (int64, error) {
+	info, err := s.Stat(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Link(s.path(name), path); err != nil {
+		switch {
+		case errors.Is(err, fs.ErrExist):
+			return 0, fmt.Errorf("reading %s into %s: %w", name, path, storage.ErrAlreadyExists)
+		case errors.Is(err, fs.ErrNotExist):
+			if _, serr := os.Stat(s.path(name)); serr != nil {
+				return 0, fmt.Errorf("reading %s: %w", name, classify(serr))
+			}
+			return 0, fmt.Errorf("reading %s into %s: %w", name, path, classify(err))
+		}
+		// Another file system, or links refused: copy.
+		return storage.CopyToFile(ctx, s, name, path)
+	}
+	// The link is to whatever the name held at link time; its size is
+	// that file's.
+	if fi, err := os.Stat(path); err == nil {
+		return fi.Size(), nil
+	}
+	return info.Size, nil
 }
 
 // Read implements storage.Store. The reader holds the file open, so it

@@ -366,6 +366,35 @@ func (s *Store) WriteFile(ctx context.Context, name, path string, opts storage.W
 	return err
 }
 
+// GetFile has the plugin create the file path (absolute, not existing)
+// holding the whole object, and returns its size. A plugin that does not
+// serve the call, or cannot create the file, answers an error wrapping
+// storage.ErrUnimplemented: read with Read instead. Bound by ctx only.
+func (s *Store) GetFile(ctx context.Context, name, path string) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	resp, err := s.c.rpc.ReadFile(ctx, &storagepb.ReadFileRequest{Handle: s.handle, Name: name, Path: path})
+	if err != nil {
+		return 0, FromStatus(err)
+	}
+	return resp.Size, nil
+}
+
+// ReadFile implements storage.FileReader: the plugin creates the file
+// (path made absolute), or, when it cannot, the object is read with Read.
+func (s *Store) ReadFile(ctx context.Context, name, path string) (int64, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s into %s: %w", name, path, err)
+	}
+	n, err := s.GetFile(ctx, name, abs)
+	if errors.Is(err, storage.ErrUnimplemented) {
+		return storage.CopyToFile(ctx, s, name, abs)
+	}
+	return n, err
+}
+
 // Delete implements storage.Store.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	ctx, cancel := s.c.unary(ctx)

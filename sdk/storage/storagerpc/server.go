@@ -355,3 +355,29 @@ func fileOpenError(err error) error {
 	}
 	return err
 }
+
+// ReadFile implements storagepb.StorageServer: the whole object goes into
+// the new file the host names, through the store's storage.FileReader
+// (a hard link, a parallel download) or its Read.
+func (s *Server) ReadFile(ctx context.Context, req *storagepb.ReadFileRequest) (*storagepb.ReadFileResponse, error) {
+	st, err := s.store(req.Handle)
+	if err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(req.Path) {
+		return nil, ToStatus(fmt.Errorf("reading %s: target file %q is not an absolute path: %w", req.Name, req.Path, storage.ErrInvalidArgument))
+	}
+	// A plugin that cannot create files in the host's directory (a
+	// sandbox) says so as Unimplemented, and the host streams instead.
+	if fi, err := os.Stat(filepath.Dir(req.Path)); err != nil || !fi.IsDir() {
+		return nil, ToStatus(fmt.Errorf("reading %s: the host's directory %s is not visible here: %w", req.Name, filepath.Dir(req.Path), storage.ErrUnimplemented))
+	}
+	n, err := storage.ReadFile(ctx, st, req.Name, req.Path)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) && !errors.Is(err, storage.ErrNotFound) {
+			err = fmt.Errorf("%w: %w", storage.ErrUnimplemented, err)
+		}
+		return nil, ToStatus(err)
+	}
+	return &storagepb.ReadFileResponse{Size: n}, nil
+}

@@ -93,3 +93,85 @@ func (k *kit) writeFile(t *testing.T, s storage.Store) {
 		}
 	})
 }
+
+// readFile checks storage.FileReader, for stores that have it: the new
+// file holds the object as of the call, later changes to the object do
+// not reach it, removing it leaves the object, and failures leave no file.
+func (k *kit) readFile(t *testing.T, s storage.Store) {
+	fr, ok := s.(storage.FileReader)
+	if !ok {
+		t.Skip("the store is not a storage.FileReader")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	mustFile := func(t *testing.T, p string, want []byte) {
+		t.Helper()
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("file %s: %d bytes %s, %v; want %d bytes %s", p, len(got), summary(got), err, len(want), summary(want))
+		}
+	}
+	mustNoFile := func(t *testing.T, p string) {
+		t.Helper()
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a failed ReadFile left %s (%v)", p, err)
+		}
+	}
+	t.Run("Basic", func(t *testing.T) {
+		data := pattern(31, 3<<20+5)
+		mustWrite(t, s, "r/basic", data)
+		p := filepath.Join(dir, "basic")
+		n, err := fr.ReadFile(ctx, "r/basic", p)
+		if err != nil || n != int64(len(data)) {
+			t.Fatalf("ReadFile = %d, %v; want %d, nil", n, err, len(data))
+		}
+		mustFile(t, p, data)
+		// A later overwrite does not reach the file, and removing the
+		// file leaves the object.
+		mustWrite(t, s, "r/basic", []byte("new"))
+		mustFile(t, p, data)
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		mustContent(t, s, "r/basic", []byte("new"))
+	})
+	t.Run("Empty", func(t *testing.T) {
+		mustWrite(t, s, "r/empty", nil)
+		p := filepath.Join(dir, "empty")
+		if n, err := fr.ReadFile(ctx, "r/empty", p); err != nil || n != 0 {
+			t.Fatalf("ReadFile = %d, %v; want 0, nil", n, err)
+		}
+		mustFile(t, p, []byte{})
+	})
+	t.Run("NotFound", func(t *testing.T) {
+		mustWrite(t, s, "r/dir/obj", []byte("x"))
+		for _, name := range []string{"r/missing", "r/dir"} {
+			p := filepath.Join(dir, "missing")
+			if _, err := fr.ReadFile(ctx, name, p); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("ReadFile(%q) = %v, want ErrNotFound", name, err)
+			}
+			mustNoFile(t, p)
+		}
+	})
+	t.Run("PathExists", func(t *testing.T) {
+		mustWrite(t, s, "r/obj", []byte("object"))
+		p := filepath.Join(dir, "exists")
+		if err := os.WriteFile(p, []byte("mine"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fr.ReadFile(ctx, "r/obj", p); !errors.Is(err, storage.ErrAlreadyExists) {
+			t.Errorf("ReadFile into an existing file = %v, want ErrAlreadyExists", err)
+		}
+		mustFile(t, p, []byte("mine"))
+	})
+	t.Run("CancelledContext", func(t *testing.T) {
+		mustWrite(t, s, "r/obj", []byte("object"))
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		p := filepath.Join(dir, "cancelled")
+		if _, err := fr.ReadFile(cctx, "r/obj", p); err == nil {
+			t.Error("ReadFile with a cancelled context succeeded")
+		}
+		mustNoFile(t, p)
+	})
+}

@@ -126,6 +126,7 @@ func Run(t *testing.T, cfg Config) {
 		{"CancelMidWrite", k.cancelMidWrite},
 		{"InvalidNames", k.invalidNames},
 		{"WriteFile", k.writeFile},
+		{"ReadFile", k.readFile},
 		{"Large256MiB", k.large},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

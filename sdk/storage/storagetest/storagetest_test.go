@@ -127,6 +127,15 @@ func (m *mutant) WriteFile(ctx context.Context, name, path string, opts storage.
 	return storage.CopyFile(ctx, m, name, path, opts)
 }
 
+// ReadFile makes every mutant a storage.FileReader.
+func (m *mutant) ReadFile(ctx context.Context, name, path string) (int64, error) {
+	n, err := storage.CopyToFile(ctx, m, name, path)
+	if m.bug == "readfile-leaves-file" && err != nil {
+		os.WriteFile(path, nil, 0o600)
+	}
+	return n, err
+}
+
 // mutants maps each bug to a subtest of the kit that must catch it.
 var mutants = map[string]string{
 	"notfound-untyped":              "NotFound",
@@ -143,6 +152,7 @@ var mutants = map[string]string{
 	"delete-missing-errors":         "DeleteMissing",
 	"writefile-ignores-ifnotexists": "WriteFile",
 	"writefile-removes-source":      "WriteFile",
+	"readfile-leaves-file":          "ReadFile",
 	// memstore keeps objects in memory, so it must fail the memory bound.
 	"buffers-everything": "Large256MiB",
 }

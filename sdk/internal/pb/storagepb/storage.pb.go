@@ -821,6 +821,111 @@ func (x *WriteFileRequest) GetCrc32C() uint32 {
 	return 0
 }
 
+type ReadFileRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Handle uint64                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// path is the absolute path of the file to create.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReadFileRequest) GetHandle() uint64 {
+	if x != nil {
+		return x.Handle
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ReadFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileResponse) Reset() {
+	*x = ReadFileResponse{}
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileResponse) ProtoMessage() {}
+
+func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
+func (*ReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReadFileResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type DeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Handle        uint64                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
@@ -831,7 +936,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[14]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +948,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[14]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +961,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{14}
+	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteRequest) GetHandle() uint64 {
@@ -881,7 +986,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[15]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +998,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[15]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1011,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{15}
+	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{17}
 }
 
 // ErrorDetail rides in the gRPC status details of every error a storage
@@ -925,7 +1030,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[16]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1042,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[16]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1055,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{16}
+	return file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ErrorDetail) GetKind() string {
@@ -978,7 +1083,7 @@ type WriteRequest_Header struct {
 
 func (x *WriteRequest_Header) Reset() {
 	*x = WriteRequest_Header{}
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[17]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1095,7 @@ func (x *WriteRequest_Header) String() string {
 func (*WriteRequest_Header) ProtoMessage() {}
 
 func (x *WriteRequest_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[17]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1146,7 @@ type WriteRequest_Trailer struct {
 
 func (x *WriteRequest_Trailer) Reset() {
 	*x = WriteRequest_Trailer{}
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[18]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1158,7 @@ func (x *WriteRequest_Trailer) String() string {
 func (*WriteRequest_Trailer) ProtoMessage() {}
 
 func (x *WriteRequest_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[18]
+	mi := &file_sdk_internal_pb_storagepb_storage_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,14 +1248,20 @@ const file_sdk_internal_pb_storagepb_storage_proto_rawDesc = "" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x1b\n" +
 	"\x06crc32c\x18\a \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
-	"\a_crc32c\";\n" +
+	"\a_crc32c\"Q\n" +
+	"\x0fReadFileRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\x04R\x06handle\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"&\n" +
+	"\x10ReadFileResponse\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\";\n" +
 	"\rDeleteRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x10\n" +
 	"\x0eDeleteResponse\"?\n" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
-	"\tretryable\x18\x02 \x01(\bR\tretryable2\xde\x04\n" +
+	"\tretryable\x18\x02 \x01(\bR\tretryable2\xb1\x05\n" +
 	"\aStorage\x12E\n" +
 	"\x04Open\x12\x1d.cairn.storage.v1.OpenRequest\x1a\x1e.cairn.storage.v1.OpenResponse\x12H\n" +
 	"\x05Close\x12\x1e.cairn.storage.v1.CloseRequest\x1a\x1f.cairn.storage.v1.CloseResponse\x12E\n" +
@@ -1158,7 +1269,8 @@ const file_sdk_internal_pb_storagepb_storage_proto_rawDesc = "" +
 	"\x04List\x12\x1d.cairn.storage.v1.ListRequest\x1a\x1e.cairn.storage.v1.ListResponse0\x01\x12G\n" +
 	"\x04Read\x12\x1d.cairn.storage.v1.ReadRequest\x1a\x1e.cairn.storage.v1.ReadResponse0\x01\x12J\n" +
 	"\x05Write\x12\x1e.cairn.storage.v1.WriteRequest\x1a\x1f.cairn.storage.v1.WriteResponse(\x01\x12P\n" +
-	"\tWriteFile\x12\".cairn.storage.v1.WriteFileRequest\x1a\x1f.cairn.storage.v1.WriteResponse\x12K\n" +
+	"\tWriteFile\x12\".cairn.storage.v1.WriteFileRequest\x1a\x1f.cairn.storage.v1.WriteResponse\x12Q\n" +
+	"\bReadFile\x12!.cairn.storage.v1.ReadFileRequest\x1a\".cairn.storage.v1.ReadFileResponse\x12K\n" +
 	"\x06Delete\x12\x1f.cairn.storage.v1.DeleteRequest\x1a .cairn.storage.v1.DeleteResponseB8Z6github.com/cairnbackup/cairn/sdk/internal/pb/storagepbb\x06proto3"
 
 var (
@@ -1173,7 +1285,7 @@ func file_sdk_internal_pb_storagepb_storage_proto_rawDescGZIP() []byte {
 	return file_sdk_internal_pb_storagepb_storage_proto_rawDescData
 }
 
-var file_sdk_internal_pb_storagepb_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sdk_internal_pb_storagepb_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_sdk_internal_pb_storagepb_storage_proto_goTypes = []any{
 	(*OpenRequest)(nil),          // 0: cairn.storage.v1.OpenRequest
 	(*OpenResponse)(nil),         // 1: cairn.storage.v1.OpenResponse
@@ -1189,17 +1301,19 @@ var file_sdk_internal_pb_storagepb_storage_proto_goTypes = []any{
 	(*WriteRequest)(nil),         // 11: cairn.storage.v1.WriteRequest
 	(*WriteResponse)(nil),        // 12: cairn.storage.v1.WriteResponse
 	(*WriteFileRequest)(nil),     // 13: cairn.storage.v1.WriteFileRequest
-	(*DeleteRequest)(nil),        // 14: cairn.storage.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 15: cairn.storage.v1.DeleteResponse
-	(*ErrorDetail)(nil),          // 16: cairn.storage.v1.ErrorDetail
-	(*WriteRequest_Header)(nil),  // 17: cairn.storage.v1.WriteRequest.Header
-	(*WriteRequest_Trailer)(nil), // 18: cairn.storage.v1.WriteRequest.Trailer
+	(*ReadFileRequest)(nil),      // 14: cairn.storage.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),     // 15: cairn.storage.v1.ReadFileResponse
+	(*DeleteRequest)(nil),        // 16: cairn.storage.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 17: cairn.storage.v1.DeleteResponse
+	(*ErrorDetail)(nil),          // 18: cairn.storage.v1.ErrorDetail
+	(*WriteRequest_Header)(nil),  // 19: cairn.storage.v1.WriteRequest.Header
+	(*WriteRequest_Trailer)(nil), // 20: cairn.storage.v1.WriteRequest.Trailer
 }
 var file_sdk_internal_pb_storagepb_storage_proto_depIdxs = []int32{
 	4,  // 0: cairn.storage.v1.StatResponse.info:type_name -> cairn.storage.v1.ObjectInfo
 	4,  // 1: cairn.storage.v1.ListResponse.entries:type_name -> cairn.storage.v1.ObjectInfo
-	17, // 2: cairn.storage.v1.WriteRequest.header:type_name -> cairn.storage.v1.WriteRequest.Header
-	18, // 3: cairn.storage.v1.WriteRequest.trailer:type_name -> cairn.storage.v1.WriteRequest.Trailer
+	19, // 2: cairn.storage.v1.WriteRequest.header:type_name -> cairn.storage.v1.WriteRequest.Header
+	20, // 3: cairn.storage.v1.WriteRequest.trailer:type_name -> cairn.storage.v1.WriteRequest.Trailer
 	0,  // 4: cairn.storage.v1.Storage.Open:input_type -> cairn.storage.v1.OpenRequest
 	2,  // 5: cairn.storage.v1.Storage.Close:input_type -> cairn.storage.v1.CloseRequest
 	5,  // 6: cairn.storage.v1.Storage.Stat:input_type -> cairn.storage.v1.StatRequest
@@ -1207,17 +1321,19 @@ var file_sdk_internal_pb_storagepb_storage_proto_depIdxs = []int32{
 	9,  // 8: cairn.storage.v1.Storage.Read:input_type -> cairn.storage.v1.ReadRequest
 	11, // 9: cairn.storage.v1.Storage.Write:input_type -> cairn.storage.v1.WriteRequest
 	13, // 10: cairn.storage.v1.Storage.WriteFile:input_type -> cairn.storage.v1.WriteFileRequest
-	14, // 11: cairn.storage.v1.Storage.Delete:input_type -> cairn.storage.v1.DeleteRequest
-	1,  // 12: cairn.storage.v1.Storage.Open:output_type -> cairn.storage.v1.OpenResponse
-	3,  // 13: cairn.storage.v1.Storage.Close:output_type -> cairn.storage.v1.CloseResponse
-	6,  // 14: cairn.storage.v1.Storage.Stat:output_type -> cairn.storage.v1.StatResponse
-	8,  // 15: cairn.storage.v1.Storage.List:output_type -> cairn.storage.v1.ListResponse
-	10, // 16: cairn.storage.v1.Storage.Read:output_type -> cairn.storage.v1.ReadResponse
-	12, // 17: cairn.storage.v1.Storage.Write:output_type -> cairn.storage.v1.WriteResponse
-	12, // 18: cairn.storage.v1.Storage.WriteFile:output_type -> cairn.storage.v1.WriteResponse
-	15, // 19: cairn.storage.v1.Storage.Delete:output_type -> cairn.storage.v1.DeleteResponse
-	12, // [12:20] is the sub-list for method output_type
-	4,  // [4:12] is the sub-list for method input_type
+	14, // 11: cairn.storage.v1.Storage.ReadFile:input_type -> cairn.storage.v1.ReadFileRequest
+	16, // 12: cairn.storage.v1.Storage.Delete:input_type -> cairn.storage.v1.DeleteRequest
+	1,  // 13: cairn.storage.v1.Storage.Open:output_type -> cairn.storage.v1.OpenResponse
+	3,  // 14: cairn.storage.v1.Storage.Close:output_type -> cairn.storage.v1.CloseResponse
+	6,  // 15: cairn.storage.v1.Storage.Stat:output_type -> cairn.storage.v1.StatResponse
+	8,  // 16: cairn.storage.v1.Storage.List:output_type -> cairn.storage.v1.ListResponse
+	10, // 17: cairn.storage.v1.Storage.Read:output_type -> cairn.storage.v1.ReadResponse
+	12, // 18: cairn.storage.v1.Storage.Write:output_type -> cairn.storage.v1.WriteResponse
+	12, // 19: cairn.storage.v1.Storage.WriteFile:output_type -> cairn.storage.v1.WriteResponse
+	15, // 20: cairn.storage.v1.Storage.ReadFile:output_type -> cairn.storage.v1.ReadFileResponse
+	17, // 21: cairn.storage.v1.Storage.Delete:output_type -> cairn.storage.v1.DeleteResponse
+	13, // [13:22] is the sub-list for method output_type
+	4,  // [4:13] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1240,7 +1356,7 @@ func file_sdk_internal_pb_storagepb_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_internal_pb_storagepb_storage_proto_rawDesc), len(file_sdk_internal_pb_storagepb_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	Storage_Read_FullMethodName      = "/cairn.storage.v1.Storage/Read"
 	Storage_Write_FullMethodName     = "/cairn.storage.v1.Storage/Write"
 	Storage_WriteFile_FullMethodName = "/cairn.storage.v1.Storage/WriteFile"
+	Storage_ReadFile_FullMethodName  = "/cairn.storage.v1.Storage/ReadFile"
 	Storage_Delete_FullMethodName    = "/cairn.storage.v1.Storage/Delete"
 )
 
@@ -63,6 +64,12 @@ type StorageClient interface {
 	// advertise the "write-file" capability serve it (every plugin built
 	// with sdk/plugin.Serve does); for the others the host uses Write.
 	WriteFile(ctx context.Context, in *WriteFileRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// ReadFile is the way back: the plugin creates the file the host names
+	// (it must not exist) holding the whole object, by a hard link when its
+	// store is on the same file system, else by writing it; on failure it
+	// leaves no file. Plugins that advertise the "read-file" capability
+	// serve it; for the others the host uses Read.
+	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (*ReadFileResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 }
 
@@ -165,6 +172,16 @@ func (c *storageClient) WriteFile(ctx context.Context, in *WriteFileRequest, opt
 	return out, nil
 }
 
+func (c *storageClient) ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (*ReadFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadFileResponse)
+	err := c.cc.Invoke(ctx, Storage_ReadFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *storageClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteResponse)
@@ -206,6 +223,12 @@ type StorageServer interface {
 	// advertise the "write-file" capability serve it (every plugin built
 	// with sdk/plugin.Serve does); for the others the host uses Write.
 	WriteFile(context.Context, *WriteFileRequest) (*WriteResponse, error)
+	// ReadFile is the way back: the plugin creates the file the host names
+	// (it must not exist) holding the whole object, by a hard link when its
+	// store is on the same file system, else by writing it; on failure it
+	// leaves no file. Plugins that advertise the "read-file" capability
+	// serve it; for the others the host uses Read.
+	ReadFile(context.Context, *ReadFileRequest) (*ReadFileResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	mustEmbedUnimplementedStorageServer()
 }
@@ -237,6 +260,9 @@ func (UnimplementedStorageServer) Write(grpc.ClientStreamingServer[WriteRequest,
 }
 func (UnimplementedStorageServer) WriteFile(context.Context, *WriteFileRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WriteFile not implemented")
+}
+func (UnimplementedStorageServer) ReadFile(context.Context, *ReadFileRequest) (*ReadFileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadFile not implemented")
 }
 func (UnimplementedStorageServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
@@ -363,6 +389,24 @@ func _Storage_WriteFile_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Storage_ReadFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).ReadFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_ReadFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).ReadFile(ctx, req.(*ReadFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Storage_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteRequest)
 	if err := dec(in); err != nil {
@@ -403,6 +447,10 @@ var Storage_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WriteFile",
 			Handler:    _Storage_WriteFile_Handler,
+		},
+		{
+			MethodName: "ReadFile",
+			Handler:    _Storage_ReadFile_Handler,
 		},
 		{
 			MethodName: "Delete",
