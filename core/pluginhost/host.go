@@ -210,22 +210,23 @@ func (h *Host) RegisterStorage(reg *cloud.Registry) {
 }
 
 // Matcher returns the locality matcher of the first plugin serving one.
+// Like a store, it survives the plugin's restarts.
 func (h *Host) Matcher() (locality.Matcher, bool) {
 	for _, p := range h.plugins {
-		if m := p.matcher; m != nil {
-			return m, true
+		if m, _, _ := p.localityKinds(); m != nil {
+			return hostMatcher{p: p}, true
 		}
 	}
 	return nil, false
 }
 
 // Policy returns the named execution policy of the first plugin serving
-// it.
+// it. Like a store, it survives the plugin's restarts.
 func (h *Host) Policy(name string) (locality.Policy, bool) {
 	for _, p := range h.plugins {
-		if p.policies != nil {
-			if pol, ok := p.policies.Policy(name); ok {
-				return pol, true
+		if _, ps, _ := p.localityKinds(); ps != nil {
+			if _, ok := ps.Policy(name); ok {
+				return hostPolicy{p: p, name: name}, true
 			}
 		}
 	}
@@ -307,14 +308,13 @@ type proc struct {
 	path string
 	info plugin.Info // from the first start
 
-	matcher  locality.Matcher
-	policies localityrpc.Policies
-
 	startMu sync.Mutex // serializes restarts
 
 	mu       sync.Mutex
 	client   *goplugin.Client
 	storage  *storagerpc.Client
+	matcher  locality.Matcher     // of the current process
+	policies localityrpc.Policies // of the current process
 	gen      uint64 // bumped by every (re)start
 	restarts int
 	stopped  bool
@@ -366,19 +366,23 @@ func (p *proc) start(ctx context.Context, first bool) error {
 			return err
 		}
 		p.info = info
-		if slices.Contains(info.Kinds, plugin.KindLocalityMatcher) {
-			if m, err := dispense(rpc, localityrpc.MatcherName, localityrpc.MatcherFromDispensed); err != nil {
-				p.h.logger.Warn("dispensing the locality matcher", "plugin", p.path, "error", err)
-			} else {
-				p.matcher = m
-			}
+	}
+	// The locality kinds are dispensed from every process: a restart
+	// replaces the connections they use.
+	var matcher locality.Matcher
+	var policies localityrpc.Policies
+	if slices.Contains(p.info.Kinds, plugin.KindLocalityMatcher) {
+		if m, err := dispense(rpc, localityrpc.MatcherName, localityrpc.MatcherFromDispensed); err != nil {
+			p.h.logger.Warn("dispensing the locality matcher", "plugin", p.path, "error", err)
+		} else {
+			matcher = m
 		}
-		if slices.Contains(info.Kinds, plugin.KindExecutionPolicy) {
-			if ps, err := dispense(rpc, localityrpc.PolicyName, localityrpc.PoliciesFromDispensed); err != nil {
-				p.h.logger.Warn("dispensing the execution policies", "plugin", p.path, "error", err)
-			} else {
-				p.policies = ps
-			}
+	}
+	if slices.Contains(p.info.Kinds, plugin.KindExecutionPolicy) {
+		if ps, err := dispense(rpc, localityrpc.PolicyName, localityrpc.PoliciesFromDispensed); err != nil {
+			p.h.logger.Warn("dispensing the execution policies", "plugin", p.path, "error", err)
+		} else {
+			policies = ps
 		}
 	}
 	var sc *storagerpc.Client
@@ -402,6 +406,7 @@ func (p *proc) start(ctx context.Context, first bool) error {
 		return errHostClosed
 	}
 	p.client, p.storage = client, sc
+	p.matcher, p.policies = matcher, policies
 	p.gen++
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cairnbackup/cairn/core/cloud"
 	"github.com/cairnbackup/cairn/core/pluginhost"
+	"github.com/cairnbackup/cairn/sdk/locality"
 	"github.com/cairnbackup/cairn/sdk/plugin"
 	"github.com/cairnbackup/cairn/sdk/storage"
 	"github.com/cairnbackup/cairn/sdk/storage/storagetest"
@@ -45,6 +46,7 @@ func TestMain(m *testing.M) {
 		for name, pkg := range map[string]string{
 			"storage-local": "../../plugins/storage-local",
 			"panicky":       "./testdata/panicky",
+			"locality":      "../../plugins/locality",
 		} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
 			if err != nil {
@@ -357,6 +359,49 @@ func openFDs(t *testing.T) map[int]string {
 		}
 	}
 	return out
+}
+
+// TestLocalitySurvivesCrash: the matcher and policies handed out by the
+// host keep working after their plugin is killed: the call restarts it.
+func TestLocalitySurvivesCrash(t *testing.T) {
+	h := newHost(t, "locality")
+	pol, ok := h.Policy("default")
+	if !ok {
+		t.Fatal("no plugin serves the default policy")
+	}
+	m, ok := h.Matcher()
+	if !ok {
+		t.Fatal("no plugin serves a locality matcher")
+	}
+	east, _ := locality.Parse("region=east")
+	west, _ := locality.Parse("region=west")
+	req := locality.PlanRequest{
+		Nodes: []locality.Node{{ID: 1, Locality: east}, {ID: 2, Locality: west}},
+		Spans: []locality.SpanRange{{Index: 0, Replicas: []int32{1, 2}, Leaseholder: 2}},
+	}
+	ctx := context.Background()
+	want, err := pol.Plan(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		kill(t, pluginInfo(t, h, "locality").PID)
+		got, err := pol.Plan(ctx, req)
+		if err != nil {
+			t.Fatalf("Plan after kill %d: %v", i, err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Plan after kill %d = %v, want %v", i, got, want)
+		}
+		if r := pluginInfo(t, h, "locality").Restarts; r != i {
+			t.Errorf("restarts after kill %d = %d", i, r)
+		}
+	}
+	kill(t, pluginInfo(t, h, "locality").PID)
+	ids, err := m.MatchNodes(ctx, west, req.Nodes)
+	if err != nil || fmt.Sprint(ids) != "[2]" {
+		t.Fatalf("MatchNodes after a kill = %v, %v; want [2]", ids, err)
+	}
 }
 
 // TestWriteFallsBackToStreaming: a plugin that cannot open the handed
