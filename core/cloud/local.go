@@ -114,20 +114,8 @@ func checkLocalURL(u *url.URL) error {
 	case u.Fragment != "":
 		return invalid(fmt.Sprintf("%s URI must not have a fragment", u.Scheme))
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return invalid(fmt.Sprintf("parsing query: %v", err))
-	}
-	var unknown []string
-	for k := range q {
-		if k != LocalityParam {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return invalid(fmt.Sprintf("unknown %s URI parameter(s) %s (only %s is accepted)",
-			u.Scheme, strings.Join(unknown, ", "), LocalityParam))
+	if _, err := storage.ParseParams(u.RawQuery, LocalityParam); err != nil {
+		return invalid(fmt.Sprintf("%s URI: %v", u.Scheme, err))
 	}
 	return nil
 }

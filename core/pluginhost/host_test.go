@@ -107,11 +107,17 @@ var writeModes = []struct {
 
 func openFile(t *testing.T, h *pluginhost.Host) storage.Store {
 	t.Helper()
+	return openFileAt(t, h, t.TempDir())
+}
+
+// openFileAt opens file://root through h's storage-local plugin.
+func openFileAt(t *testing.T, h *pluginhost.Host, root string) storage.Store {
+	t.Helper()
 	p, ok := h.Storage("file")
 	if !ok {
 		t.Fatal("no plugin serves file://")
 	}
-	s, err := p.Open(context.Background(), "file://"+t.TempDir())
+	s, err := p.Open(context.Background(), "file://"+root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +236,7 @@ func TestWriteHandsOverTheSpoolFile(t *testing.T) {
 	spool := t.TempDir()
 	h := newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
 	root := t.TempDir()
-	p, _ := h.Storage("file")
-	s, err := p.Open(context.Background(), "file://"+root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFileAt(t, h, root)
 	defer s.Close()
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("handed over "), 1<<20)
@@ -288,11 +290,7 @@ func TestReadHandsOverAFile(t *testing.T) {
 	spool := t.TempDir()
 	h := newHostWith(t, pluginhost.Config{SpoolDir: spool}, "storage-local")
 	root := t.TempDir()
-	p, _ := h.Storage("file")
-	s, err := p.Open(context.Background(), "file://"+root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFileAt(t, h, root)
 	defer s.Close()
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("read as a file "), 1<<18)

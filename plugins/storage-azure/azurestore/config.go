@@ -3,7 +3,6 @@ package azurestore
 import (
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/cairnbackup/cairn/core/redact"
@@ -125,25 +124,9 @@ func ParseURI(uri string) (Config, error) {
 		return fail("path %q has empty, \".\" or \"..\" elements", u.Path)
 	}
 
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := storage.ParseParams(u.RawQuery, knownParams...)
 	if err != nil {
-		return fail("query does not parse")
-	}
-	var unknown, repeated []string
-	for name, vals := range q {
-		if !slices.Contains(knownParams, name) {
-			unknown = append(unknown, name)
-		} else if len(vals) > 1 {
-			repeated = append(repeated, name)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return fail("unknown parameters %s (known: %s)", strings.Join(unknown, ", "), strings.Join(knownParams, ", "))
-	}
-	if len(repeated) > 0 {
-		slices.Sort(repeated)
-		return fail("parameters given more than once: %s", strings.Join(repeated, ", "))
+		return fail("%v", err)
 	}
 	cfg.AccountName = q.Get(ParamAccountName)
 	cfg.AccountKey = q.Get(ParamAccountKey)

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/cairnbackup/cairn/core/redact"
@@ -114,24 +113,9 @@ func parseURI(uri string) (*config, error) {
 		c.root = p + "/"
 	}
 
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := storage.ParseParams(u.RawQuery, knownParams...)
 	if err != nil {
-		return nil, invalidf("%s: the query does not parse", c.uri)
-	}
-	var unknown []string
-	for name, vals := range q {
-		if !slices.Contains(knownParams, name) {
-			unknown = append(unknown, name)
-			continue
-		}
-		if len(vals) > 1 {
-			return nil, invalidf("%s: parameter %s is given %d times", c.uri, name, len(vals))
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, invalidf("%s: unknown parameters %s (known: %s)", c.uri,
-			strings.Join(unknown, ", "), strings.Join(knownParams, ", "))
+		return nil, invalidf("%s: %v", c.uri, err)
 	}
 
 	if raw := q.Get(ParamCredentials); raw != "" {

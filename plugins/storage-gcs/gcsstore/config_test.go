@@ -34,7 +34,7 @@ func TestParseURI(t *testing.T) {
 		{uri: "gs://b", err: "no credentials"},
 		{uri: "gs://b?AUTH=implicit&FOO=1&BAR=2", err: "unknown parameters BAR, FOO"},
 		{uri: "gs://b?AUTH=implicit&auth=implicit", err: "unknown parameters auth"},
-		{uri: "gs://b?AUTH=implicit&AUTH=specified", err: "AUTH is given 2 times"},
+		{uri: "gs://b?AUTH=implicit&AUTH=specified", err: "given more than once: AUTH"},
 		{uri: "gs://b?AUTH=sometimes", err: "AUTH must be"},
 		{uri: "gs://b?AUTH=specified", err: "needs CREDENTIALS"},
 		{uri: "gs://b?AUTH=implicit&CREDENTIALS=" + sa, err: "takes no CREDENTIALS"},

@@ -122,23 +122,9 @@ func ParseURI(uri string) (Config, error) {
 		c.Prefix = p
 	}
 
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := storage.ParseParams(u.RawQuery, knownParams...)
 	if err != nil {
-		return Config{}, invalid("query does not parse")
-	}
-	var unknown []string
-	for name, vals := range q {
-		if !slices.Contains(knownParams, name) {
-			unknown = append(unknown, name)
-			continue
-		}
-		if len(vals) > 1 {
-			return Config{}, invalid("parameter %s given %d times", name, len(vals))
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return Config{}, invalid("unknown parameters %s", strings.Join(unknown, ", "))
+		return Config{}, invalid("%v", err)
 	}
 
 	c.AccessKeyID = q.Get(paramAccessKeyID)

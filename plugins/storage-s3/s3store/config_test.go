@@ -41,7 +41,7 @@ func TestParseURI(t *testing.T) {
 		{uri: "s3://bkt/a//b?" + keys, err: "not a valid prefix"},
 		{uri: "s3://bkt?" + keys + "&BOGUS=1&AWS_SECRET=x", err: "unknown parameters AWS_SECRET, BOGUS"},
 		{uri: "s3://bkt?" + keys + "&aws_region=x", err: "unknown parameters aws_region"},
-		{uri: "s3://bkt?" + keys + "&AWS_REGION=a&AWS_REGION=b", err: "AWS_REGION given 2 times"},
+		{uri: "s3://bkt?" + keys + "&AWS_REGION=a&AWS_REGION=b", err: "given more than once: AWS_REGION"},
 		{uri: "s3://bkt", err: "no credentials"},
 		{uri: "s3://bkt?AUTH=specified&AWS_ACCESS_KEY_ID=AKID", err: "needs both"},
 		{uri: "s3://bkt?AWS_SECRET_ACCESS_KEY=s3cr3t-value", err: "needs both"},
