@@ -315,7 +315,7 @@ type proc struct {
 	storage  *storagerpc.Client
 	matcher  locality.Matcher     // of the current process
 	policies localityrpc.Policies // of the current process
-	gen      uint64 // bumped by every (re)start
+	gen      uint64               // bumped by every (re)start
 	restarts int
 	stopped  bool
 	stores   map[*hostStore]struct{} // open stores, replayed after a restart
