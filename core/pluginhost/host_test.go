@@ -402,6 +402,42 @@ func TestLocalitySurvivesCrash(t *testing.T) {
 	}
 }
 
+// TestLostCommitReplyIsNotAConflict: the plugin commits an IfNotExists
+// write and dies before answering; the host's retry finds the object and,
+// since it holds the spooled bytes, reports success. Another writer's
+// object under the name is still a conflict.
+func TestLostCommitReplyIsNotAConflict(t *testing.T) {
+	h := newHost(t, "panicky")
+	p, ok := h.Storage("crashy")
+	if !ok {
+		t.Fatal("no plugin serves crashy://")
+	}
+	root := t.TempDir()
+	s, err := p.Open(context.Background(), "crashy://"+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, size := range []int{100, 3 << 20} { // inline and as a file
+		name := fmt.Sprintf("die-after-commit/lock-%d", size)
+		data := bytes.Repeat([]byte("L"), size)
+		if err := storage.WriteAll(ctx, s, name, data, storage.WriteOptions{IfNotExists: true}); err != nil {
+			t.Fatalf("%d bytes: the write whose reply was lost failed: %v", size, err)
+		}
+		if got, err := storage.ReadAll(ctx, s, name); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: reading back: %d bytes, %v", size, len(got), err)
+		}
+		err := storage.WriteAll(ctx, s, name, []byte("someone else"), storage.WriteOptions{IfNotExists: true})
+		if !errors.Is(err, storage.ErrAlreadyExists) {
+			t.Errorf("%d bytes: a second IfNotExists write = %v, want ErrAlreadyExists", size, err)
+		}
+	}
+	if r := pluginInfo(t, h, "panicky").Restarts; r != 2 {
+		t.Errorf("restarts = %d, want 2 (one per lost reply)", r)
+	}
+}
+
 // TestWriteFallsBackToStreaming: a plugin that cannot open the handed
 // file (here: it is gone) gets the bytes streamed from the host's copy.
 func TestWriteFallsBackToStreaming(t *testing.T) {

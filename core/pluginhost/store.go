@@ -494,9 +494,17 @@ func (w *hostWriter) putFile() error {
 			fw.Data = []byte{}
 		}
 	}
+	tries := 0
 	err := w.s.do(w.ctx, fileCall, func(ctx context.Context, st *storagerpc.Store) error {
+		tries++
 		return st.PutFile(ctx, fw)
 	})
+	if tries > 1 && w.opts.IfNotExists && errors.Is(err, storage.ErrAlreadyExists) && w.isOurs() {
+		// The plugin committed an earlier try and died before it
+		// answered: the object there is the one we wrote (or one with
+		// the very same bytes, which no reader can tell from it).
+		return nil
+	}
 	if !errors.Is(err, storage.ErrUnimplemented) {
 		return err
 	}
@@ -506,6 +514,23 @@ func (w *hostWriter) putFile() error {
 		return err
 	}
 	return w.retry(func(inner storage.Writer) error { return inner.Close() })
+}
+
+// isOurs reports whether the object now under the writer's name holds
+// exactly the spooled bytes (size and CRC-32C).
+func (w *hostWriter) isOurs() bool {
+	info, err := w.s.Stat(w.ctx, w.name)
+	if err != nil || info.Size != w.spool.size {
+		return false
+	}
+	r, err := w.s.Read(w.ctx, w.name, 0, -1)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, r)
+	return err == nil && n == w.spool.size && h.Sum32() == w.spool.crc
 }
 
 func (w *hostWriter) Abort() error {
