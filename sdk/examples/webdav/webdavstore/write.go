@@ -173,9 +173,17 @@ func (w *writer) Abort() error {
 		return nil
 	}
 	w.state = aborted
-	w.cancel()
-	w.pw.CloseWithError(errAborted)
+	if w.ctx.Err() == nil {
+		// End the upload cleanly and let the server answer before the
+		// DELETE: a cancelled PUT may still be writing the temporary
+		// resource on the server after the DELETE found nothing, and
+		// leave it behind. The bytes were sent already.
+		w.pw.Close()
+	} else {
+		w.pw.CloseWithError(errAborted)
+	}
 	w.wait()
+	w.cancel()
 	return w.cleanup()
 }
 
