@@ -2,7 +2,6 @@ package pluginhost
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -47,10 +46,7 @@ func (p *proc) localityDead(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unavailable {
-		return true
-	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable { // wrapped too
 		return true
 	}
 	p.mu.Lock()
